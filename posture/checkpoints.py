@@ -1,0 +1,190 @@
+"""Self-describing checkpoints: one safetensors file per model, metadata in its header.
+
+The header says everything needed to use the model (architecture, ordered class
+names, input size, normalisation) and where it came from (initialisation,
+training configuration, metrics, learning curves), so nothing downstream
+hard-codes labels. Loading parses JSON and raw tensors only: nothing is unpickled.
+Saving goes to a temporary file that is renamed into place, so a crash or a full
+disk never leaves a half-written model where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from posture import __version__
+from posture.errors import CheckpointError
+from posture.models import build_model, list_models
+from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = [
+    "FORMAT",
+    "ModelInfo",
+    "bundled_checkpoints",
+    "bundled_dir",
+    "load_checkpoint",
+    "read_info",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT = "posture-checkpoint/1"
+# Our headers hold a few KB of JSON; anything near this is not one of ours.
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+_JSON_FIELDS = ("class_names", "mean", "std", "metrics", "train_config", "history")
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about its model."""
+
+    arch: str
+    class_names: list[str]
+    input_size: int
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    init: str = "scratch"  # where the weights started: scratch, imagenet, a file or checkpoint
+    created_at: str = ""
+    posture_version: str = __version__
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flatten to the str -> str mapping a safetensors header holds."""
+        out = {"format": FORMAT}
+        for key, value in asdict(self).items():
+            out[key] = json.dumps(value) if key in _JSON_FIELDS else str(value)
+        return out
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str) -> "ModelInfo":
+        """Parse and validate a header's metadata; raises CheckpointError."""
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{source}: not a posture checkpoint (no '{FORMAT}' header)")
+        try:
+            kwargs: dict[str, Any] = {
+                k: json.loads(v) if k in _JSON_FIELDS else v
+                for k, v in meta.items()
+                if k in cls.__dataclass_fields__
+            }
+            kwargs["input_size"] = int(kwargs["input_size"])
+            info = cls(**kwargs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: damaged checkpoint metadata ({exc})") from exc
+        if info.arch not in list_models():
+            raise CheckpointError(f"{source}: unknown architecture {info.arch!r}")
+        names = info.class_names
+        if (
+            not isinstance(names, list)
+            or len(names) < 2
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise CheckpointError(f"{source}: class_names must be 2 or more distinct strings")
+        if not 16 <= info.input_size <= 1024 or len(info.mean) != 3 or len(info.std) != 3:
+            raise CheckpointError(f"{source}: implausible input_size or normalisation")
+        return info
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path:
+    """Write `model` and `info` to `path` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not info.created_at:
+        info.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=info.to_metadata())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check_header_size(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc})") from exc
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: not a safetensors file (too short)")
+    (size,) = struct.unpack("<Q", head)
+    if size > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path}: not a posture checkpoint (header claims {size} bytes)")
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """Read only the metadata of a checkpoint (cheap: no tensors are loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_header_size(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(
+            f"{path}: not a safetensors checkpoint ({exc}). Only .safetensors files made by "
+            "posture can be loaded; pickled .pt/.pth files are refused"
+        ) from exc
+    return ModelInfo.from_metadata(meta, str(path))
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the model a checkpoint describes, in eval mode; raises CheckpointError."""
+    info = read_info(path)
+    model = build_model(info.arch, num_classes=info.num_classes)
+    try:
+        state: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                state[key] = f.get_tensor(key)
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - shape/key mismatches and decode errors
+        raise CheckpointError(f"{path}: tensors do not match a {info.arch} model ({exc})") from exc
+    return model.eval(), info
+
+
+def bundled_dir() -> Path:
+    """Folder of the bundled checkpoints: $POSTURE_CHECKPOINTS, else the repo's checkpoints/."""
+    env = os.environ.get("POSTURE_CHECKPOINTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def bundled_checkpoints() -> dict[str, Path]:
+    """Name -> path of every bundled checkpoint (the file stem is the name)."""
+    folder = bundled_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A bundled model's name (e.g. "resnet18") or a path -> an existing checkpoint path."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_checkpoints()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    known = ", ".join(bundled) or f"none found in {bundled_dir()}"
+    raise CheckpointError(f"{name_or_path}: no such checkpoint file or bundled model (bundled: {known})")

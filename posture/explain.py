@@ -1,0 +1,98 @@
+"""Grad-CAM with Captum's LayerGradCam on a model's last conv stage.
+
+One forward pass serves both the prediction and the explanation: the forward
+function handed to Captum keeps the logits it computed, and when the caller asks
+for the predicted class it returns that class's logit (argmax is piecewise
+constant, so its gradient is the predicted class's gradient). The backbone's
+parameters do not record a graph; only the layer output does (Captum asks for its
+gradient), so the backward pass runs through the pooling and the head alone.
+
+Captum registers its hooks on the shared layer for the duration of a call, so
+calls on one model are serialised by a per-model lock; different models run in
+parallel. The caller's train/eval mode and requires_grad flags are restored.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from captum.attr import LayerGradCam
+from torch import nn
+
+from posture.models import cam_layer
+
+__all__ = ["CamResult", "grad_cam", "model_lock"]
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.Lock:
+    """The lock that serialises hook-based work on `model`."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.Lock()
+        return lock
+
+
+@contextmanager
+def _inference_setup(model: nn.Module) -> Iterator[None]:
+    """Eval mode and frozen parameters for the duration; restores both afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@dataclass
+class CamResult:
+    """Logits of one forward pass and the Grad-CAM of the explained class per image."""
+
+    logits: torch.Tensor  # (B, num_classes)
+    targets: torch.Tensor  # (B,) class index explained for each image
+    cams: torch.Tensor  # (B, h, w) at the layer's resolution, ReLU applied, not normalised
+
+
+def grad_cam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | list[int] | None = None,
+    layer: nn.Module | None = None,
+) -> CamResult:
+    """Forward `inputs` (B, 3, H, W) once and return logits plus Grad-CAM for `target`.
+
+    `target=None` explains each image's predicted class.
+    """
+    layer = layer if layer is not None else cam_layer(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        captured["logits"] = logits.detach()
+        if target is None:
+            return logits.gather(1, logits.argmax(dim=1, keepdim=True))  # (B, 1)
+        return logits
+
+    with model_lock(model), _inference_setup(model), torch.enable_grad():
+        attr = LayerGradCam(forward, layer).attribute(
+            inputs, target=0 if target is None else target, relu_attributions=True
+        )  # (B, 1, h, w)
+    logits = captured["logits"]
+    if target is None:
+        targets = logits.argmax(dim=1)
+    else:
+        targets = torch.as_tensor(target).expand(logits.shape[0]).clone()
+    return CamResult(logits=logits, targets=targets, cams=attr.detach()[:, 0])

@@ -1,0 +1,45 @@
+"""Drawing a heatmap over an image: pure functions that check their inputs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+__all__ = ["colorize", "overlay_heatmap"]
+
+
+@lru_cache(maxsize=8)
+def _lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 lookup table for a matplotlib colormap."""
+    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def _check_heatmap(heatmap: np.ndarray) -> np.ndarray:
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D (H, W), got shape {heatmap.shape}")
+    if heatmap.size and (np.nanmin(heatmap) < 0.0 or np.nanmax(heatmap) > 1.0 or np.isnan(heatmap).any()):
+        raise ValueError("heatmap values must lie in [0, 1]; normalise it first")
+    return heatmap
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """(H, W) map in [0, 1] -> (H, W, 3) uint8 colours."""
+    heatmap = _check_heatmap(heatmap)
+    return _lut(colormap)[(heatmap * 255.0 + 0.5).astype(np.uint8)]
+
+
+def overlay_heatmap(
+    image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet"
+) -> Image.Image:
+    """Blend a colourised heatmap over `image` (same size) with opacity `alpha` in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    heatmap = _check_heatmap(heatmap)
+    if heatmap.shape != (image.height, image.width):
+        raise ValueError(f"heatmap {heatmap.shape} does not match image {image.height}x{image.width}")
+    colours = Image.fromarray(colorize(heatmap, colormap))
+    return Image.blend(image.convert("RGB"), colours, alpha)

@@ -1,0 +1,123 @@
+"""Prediction with explanation: image in, verdict, probabilities and Grad-CAM out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
+from posture.explain import grad_cam
+from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
+from posture.overlay import overlay_heatmap
+from posture.preprocess import Letterbox, to_input
+
+__all__ = ["Prediction", "Predictor"]
+
+
+@dataclass
+class Prediction:
+    """A verdict on one image, with the Grad-CAM heatmap over that same image."""
+
+    label: str
+    probabilities: dict[str, float]  # every class, in the checkpoint's order
+    image: Image.Image  # upright RGB image the heatmap lies on (reduced-scale decode)
+    target: str | None = None  # the class explained
+    heatmap: np.ndarray | None = None  # (image.height, image.width) float32 in [0, 1]
+    cam_empty: bool = False  # Grad-CAM was zero everywhere: nothing to show for `target`
+    latency_ms: float = 0.0
+    letterbox: Letterbox | None = field(default=None, repr=False)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    def overlay(self, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
+        """The heatmap blended over the image; the plain image when there is nothing to show."""
+        if self.heatmap is None or self.cam_empty:
+            return self.image.copy()
+        return overlay_heatmap(self.image, self.heatmap, alpha=alpha, colormap=colormap)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (no pixels)."""
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "target": self.target,
+            "cam_empty": self.cam_empty,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+class Predictor:
+    """One read-only model and its metadata; safe to share between threads."""
+
+    def __init__(self, model: nn.Module, info: ModelInfo, name: str | None = None) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # serving only; Grad-CAM needs gradients of activations alone
+        self.info = info
+        self.name = name or info.arch
+
+    @classmethod
+    def from_checkpoint(cls, name_or_path: str | Path) -> "Predictor":
+        """Load a bundled model by name (e.g. "resnet18") or a checkpoint file."""
+        path = resolve_checkpoint(name_or_path)
+        model, info = load_checkpoint(path)
+        return cls(model, info, name=path.stem)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    def class_index(self, target: str | int) -> int:
+        """A class name or index -> index; ValueError names the valid classes."""
+        names = self.class_names
+        if isinstance(target, int) and 0 <= target < len(names):
+            return target
+        if target in names:
+            return names.index(target)
+        raise ValueError(f"unknown class {target!r}; this model knows {', '.join(names)}")
+
+    def prepare(self, source: ImageSource) -> tuple[Image.Image, torch.Tensor, Letterbox]:
+        """Decode and letterbox: -> upright image, (1, 3, S, S) input, its Letterbox."""
+        image = load_image(source, max_side=max(DEFAULT_MAX_SIDE, self.info.input_size))
+        x, box = to_input(image, self.info.input_size, self.info.mean, self.info.std)
+        return image, x[None], box
+
+    def predict(
+        self, source: ImageSource, target: str | int | None = None, explain: bool = True
+    ) -> Prediction:
+        """Classify one image; with `explain`, add Grad-CAM for `target` (default: predicted)."""
+        start = time.perf_counter()
+        image, x, box = self.prepare(source)
+        index = None if target is None else self.class_index(target)
+        if explain:
+            result = grad_cam(self.model, x, target=index)
+            logits, cam = result.logits[0], result.cams[0]
+            explained = int(result.targets[0])
+        else:
+            with torch.inference_mode():
+                logits = self.model(x)[0]
+            cam, explained = None, None
+        probs = torch.softmax(logits.float(), dim=0).tolist()
+        names = self.class_names
+        pred = Prediction(
+            label=names[int(np.argmax(probs))],
+            probabilities={n: float(p) for n, p in zip(names, probs)},
+            image=image,
+            letterbox=box,
+        )
+        if cam is not None:
+            heatmap = box.unletterbox(cam)
+            peak = float(heatmap.max())
+            pred.target = names[explained]
+            pred.cam_empty = not peak > 0.0
+            pred.heatmap = heatmap / peak if peak > 0.0 else np.zeros_like(heatmap)
+        pred.latency_ms = (time.perf_counter() - start) * 1000.0
+        return pred
