@@ -28,6 +28,7 @@ __all__ = [
     "freeze_backbone",
     "list_models",
     "load_backbone",
+    "pooled_features",
     "reset_classifier",
 ]
 
@@ -133,7 +134,10 @@ def build_model(name: str, num_classes: int = 2, weights: str | None = None) -> 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy every backbone tensor of `state` into `model`, leaving the head as it is."""
     state = {k: v for k, v in state.items() if not k.startswith(_HEAD + ".")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise WeightsError(f"weights do not fit {type(model).__name__}: {exc}") from exc
     missing = [k for k in missing if not k.startswith(_HEAD + ".")]
     if missing or unexpected:
         raise WeightsError(
@@ -153,6 +157,11 @@ def cam_layer(model: nn.Module) -> nn.Module:
 def classifier(model: nn.Module) -> nn.Linear:
     """The model's final linear layer."""
     return getattr(model, _HEAD)
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, D) globally pooled features: what the head sees."""
+    return torch.flatten(model.avgpool(model.forward_features(x)), 1)
 
 
 def reset_classifier(model: nn.Module, num_classes: int) -> None:

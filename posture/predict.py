@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -94,30 +95,41 @@ class Predictor:
         self, source: ImageSource, target: str | int | None = None, explain: bool = True
     ) -> Prediction:
         """Classify one image; with `explain`, add Grad-CAM for `target` (default: predicted)."""
+        return self.predict_batch([source], target=target, explain=explain)[0]
+
+    def predict_batch(
+        self, sources: Sequence[ImageSource], target: str | int | None = None, explain: bool = True
+    ) -> list[Prediction]:
+        """Classify several images in one forward pass; `latency_ms` is the batch's per image."""
         start = time.perf_counter()
-        image, x, box = self.prepare(source)
+        prepared = [self.prepare(s) for s in sources]
+        x = torch.cat([p[1] for p in prepared])  # (B, 3, S, S)
         index = None if target is None else self.class_index(target)
         if explain:
             result = grad_cam(self.model, x, target=index)
-            logits, cam = result.logits[0], result.cams[0]
-            explained = int(result.targets[0])
+            logits, cams, explained = result.logits, result.cams, result.targets.tolist()
         else:
             with torch.inference_mode():
-                logits = self.model(x)[0]
-            cam, explained = None, None
-        probs = torch.softmax(logits.float(), dim=0).tolist()
+                logits = self.model(x)
+            cams, explained = None, None
+        probs = torch.softmax(logits.float(), dim=1).numpy()
         names = self.class_names
-        pred = Prediction(
-            label=names[int(np.argmax(probs))],
-            probabilities={n: float(p) for n, p in zip(names, probs)},
-            image=image,
-            letterbox=box,
-        )
-        if cam is not None:
-            heatmap = box.unletterbox(cam)
-            peak = float(heatmap.max())
-            pred.target = names[explained]
-            pred.cam_empty = not peak > 0.0
-            pred.heatmap = heatmap / peak if peak > 0.0 else np.zeros_like(heatmap)
-        pred.latency_ms = (time.perf_counter() - start) * 1000.0
-        return pred
+        out = []
+        for i, (image, _, box) in enumerate(prepared):
+            pred = Prediction(
+                label=names[int(np.argmax(probs[i]))],
+                probabilities={n: float(p) for n, p in zip(names, probs[i])},
+                image=image,
+                letterbox=box,
+            )
+            if cams is not None:
+                heatmap = box.unletterbox(cams[i])
+                peak = float(heatmap.max())
+                pred.target = names[explained[i]]
+                pred.cam_empty = not peak > 0.0
+                pred.heatmap = heatmap / peak if peak > 0.0 else np.zeros_like(heatmap)
+            out.append(pred)
+        per_image = (time.perf_counter() - start) * 1000.0 / max(1, len(out))
+        for pred in out:
+            pred.latency_ms = per_image
+        return out

@@ -1,0 +1,110 @@
+"""Architectures, parameter counts, the registry and backbone weight loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import resnet18 as tv_resnet18
+
+from posture.errors import WeightsError
+from posture.models import (
+    build_model,
+    cam_layer,
+    classifier,
+    count_parameters,
+    freeze_backbone,
+    list_models,
+    pooled_features,
+)
+from posture.pretrained import IMAGENET_ENV
+
+
+def test_resnet14_parameter_count():
+    assert count_parameters(build_model("resnet14", num_classes=2)) == 174_738
+
+
+def test_resnet18_parameter_counts_frozen_and_not():
+    model = build_model("resnet18", num_classes=2, weights=None)
+    assert count_parameters(model) == 11_177_538
+    freeze_backbone(model)
+    assert count_parameters(model, trainable_only=True) == 1_026
+    freeze_backbone(model, False)
+    assert count_parameters(model, trainable_only=True) == 11_177_538
+
+
+def test_resnet14_structure_matches_the_design():
+    m = build_model("resnet14")
+    assert [b.conv1.out_channels for b in (*m.layer1, *m.layer2, *m.layer3)] == [16, 16, 32, 32, 64, 64]
+    assert [b.conv1.stride[0] for b in (*m.layer1, *m.layer2, *m.layer3)] == [1, 1, 2, 1, 2, 1]
+    # A projection shortcut only where stride or width changes; no conv has a bias.
+    assert [not isinstance(b.shortcut, torch.nn.Identity) for b in (*m.layer1, *m.layer2, *m.layer3)] == [
+        False, False, True, False, True, False]
+    assert all(c.bias is None for c in m.modules() if isinstance(c, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("size", [32, 64, 97])
+def test_any_input_size_gives_logits_and_head_sees_pooled_features(name, size):
+    model = build_model(name, num_classes=3).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        logits = model(x)
+        assert logits.shape == (2, 3)
+        torch.testing.assert_close(classifier(model)(pooled_features(model, x)), logits)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_cam_layer_is_the_last_conv_stage(name):
+    model = build_model(name)
+    feats = {}
+    cam_layer(model).register_forward_hook(lambda m, i, o: feats.setdefault("out", o))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 64, 64))
+    assert feats["out"].shape[1] == classifier(model).in_features
+
+
+def test_unknown_model_and_too_few_classes_are_refused():
+    with pytest.raises(ValueError, match="resnet14"):
+        build_model("vgg16")
+    with pytest.raises(ValueError, match="at least 2"):
+        build_model("resnet14", num_classes=1)
+    with pytest.raises(ValueError, match="from scratch"):
+        build_model("resnet14", weights="imagenet")
+
+
+def test_local_torchvision_state_dict_gives_exactly_those_backbone_weights(tmp_path):
+    torch.manual_seed(123)
+    reference = tv_resnet18()
+    path = tmp_path / "resnet18-local.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model("resnet18", num_classes=2, weights=str(path))
+    ref_state, state = reference.state_dict(), model.state_dict()
+    for key, value in ref_state.items():
+        if key.startswith("fc."):
+            continue
+        assert torch.equal(state[key], value), key
+    assert state["fc.weight"].shape == (2, 512)
+
+
+def test_imagenet_env_var_is_the_offline_path(tmp_path, monkeypatch):
+    torch.manual_seed(7)
+    reference = tv_resnet18()
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(reference.state_dict(), path)
+    monkeypatch.setenv(IMAGENET_ENV, str(path))
+    model = build_model("resnet18", num_classes=2, weights="imagenet")
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+
+
+def test_missing_imagenet_weights_say_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setenv(IMAGENET_ENV, str(tmp_path / "nope.pth"))
+    with pytest.raises(WeightsError) as err:
+        build_model("resnet18", weights="imagenet")
+    assert IMAGENET_ENV in str(err.value) and "--init" in str(err.value)
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    path = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(WeightsError, match="do not fit"):
+        build_model("resnet18", weights=str(path))
