@@ -1,0 +1,207 @@
+"""Command line: `python -m posture {predict,models,synth,train,evaluate} ...`.
+
+User mistakes (a bad image, a missing checkpoint, a wrong folder layout) print one
+line to stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+from posture.errors import PostureError
+
+__all__ = ["get_args_parser", "main"]
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from posture.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.model)
+    if args.target is not None:
+        predictor.class_index(args.target)  # fail before any image is read
+    if args.cam_dir:
+        Path(args.cam_dir).mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for image in args.images:
+        try:
+            pred = predictor.predict(image, target=args.target, explain=bool(args.cam_dir) or args.target is not None)
+        except PostureError as exc:
+            print(f"{image}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        if args.cam_dir:
+            out = Path(args.cam_dir) / f"{Path(image).stem}_cam.png"
+            pred.overlay(args.alpha).save(out)
+        if args.json:
+            record = {"file": str(image), "model": predictor.name, **pred.to_dict()}
+            print(json.dumps(record))
+        else:
+            probs = " ".join(f"{n}={p:.3f}" for n, p in pred.probabilities.items())
+            note = "  (Grad-CAM empty)" if pred.cam_empty else ""
+            print(f"{image}: {pred.label} ({probs}) {pred.latency_ms:.0f} ms{note}")
+    return 1 if failures else 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from posture.checkpoints import bundled_checkpoints, read_info
+
+    paths = {**bundled_checkpoints(), **{Path(p).stem: Path(p) for p in args.paths}}
+    records = []
+    for name, path in paths.items():
+        info = read_info(path)
+        val = info.metrics.get("test") or info.metrics.get("val") or {}
+        records.append({"name": name, "path": str(path), "arch": info.arch, "classes": info.class_names,
+                        "input_size": info.input_size, "init": info.init, "created_at": info.created_at,
+                        "accuracy": val.get("accuracy")})
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print("no checkpoints found", file=sys.stderr)
+    for r in records if not args.json else []:
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        print(f"{r['name']:<16} {r['arch']:<9} {r['input_size']:>4}px  classes={','.join(r['classes'])}  "
+              f"init={r['init']}  acc={acc}  {r['path']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from posture.train import TrainConfig, train
+
+    config = TrainConfig(arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split,
+                         seed=args.seed, patience=args.patience, feature_views=args.feature_views)
+    bar = tqdm(total=0, unit="batch", dynamic_ncols=True)
+
+    def on_event(event) -> None:
+        if event.kind == "step":
+            if bar.total != event.steps:
+                bar.reset(total=event.steps)
+            bar.set_description(f"epoch {event.epoch}/{event.epochs}")
+            bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{event.acc:.3f}", refresh=False)
+            bar.n = event.step
+            bar.refresh()
+        elif event.kind == "epoch":
+            tqdm.write(f"epoch {event.epoch}: loss {event.loss:.4f} acc {event.acc:.3f} | "
+                       f"val loss {event.val_loss:.4f} val acc {event.val_acc:.3f}")
+        elif event.message:
+            tqdm.write(event.message)
+
+    cancel = threading.Event()
+    try:
+        result = train(args.data, config, out=args.out, progress=on_event, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    print(json.dumps({"checkpoint": str(result.checkpoint), "val": result.info.metrics["val"]}, indent=2)
+          if args.json else f"saved {result.checkpoint} (val accuracy {result.info.metrics['val']['accuracy']:.3f})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from posture.evaluate import evaluate_folder
+    from posture.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.model)
+    with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
+        def on_progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        report = evaluate_folder(predictor, args.data, report_dir=args.report, progress=on_progress)
+    m = report.metrics
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"accuracy {m['accuracy']:.4f}  roc_auc {m['roc_auc'] if m['roc_auc'] is None else round(m['roc_auc'], 4)}"
+          f"  ece {m['ece']:.4f}  n={m['n']}")
+    for name, c in m["per_class"].items():
+        print(f"  {name:<14} precision {c['precision']:.3f} recall {c['recall']:.3f} f1 {c['f1']:.3f} n={c['support']}")
+    if "cam_mass_in_box" in m:
+        print(f"Grad-CAM mass in head-and-neck box {m['cam_mass_in_box']:.3f}, pointing game {m['pointing_game']:.3f}")
+    if args.report:
+        print(f"report written to {args.report}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from posture.synth import synth_main
+
+    return synth_main(args)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser, one sub-command per task."""
+    parser = argparse.ArgumentParser(prog="python -m posture", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify images and optionally write Grad-CAM overlays")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", default="resnet18", help="bundled model name or checkpoint path")
+    p.add_argument("--target", default=None, help="class to explain (default: the predicted one)")
+    p.add_argument("--cam-dir", default=None, help="write <image>_cam.png overlays here")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1]")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("models", help="list bundled (and given) checkpoints with their metadata")
+    p.add_argument("paths", nargs="*", metavar="CHECKPOINT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("train", help="fine-tune or train a model on a class-per-folder dataset")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class (or train/ and val/)")
+    p.add_argument("--arch", default="resnet18", choices=["resnet14", "resnet18"])
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--init", default=None, help="imagenet | scratch | weights file | posture checkpoint")
+    p.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
+                   help="train only the head (default: yes when starting from pretrained weights)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--feature-views", type=int, default=0, help="frozen path: augmented views to cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, confusion matrix and Grad-CAM report on a labelled folder")
+    p.add_argument("--model", required=True, help="bundled model name or checkpoint path")
+    p.add_argument("--data", required=True)
+    p.add_argument("--report", default=None, help="write metrics.json, predictions.csv, PNGs here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("synth", help="render a labelled synthetic side-view dataset")
+    from posture.synth import add_synth_arguments
+
+    add_synth_arguments(p)
+    p.set_defaults(func=_cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = get_args_parser().parse_args(argv)
+    if getattr(args, "init", "") is None:
+        args.init = "imagenet" if args.arch == "resnet18" else "scratch"
+    try:
+        return args.func(args)
+    except (PostureError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
