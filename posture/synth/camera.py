@@ -1,0 +1,48 @@
+"""What the camera adds after the scene: lighting (exposure, contrast, colour cast, side light), blur,
+sensor noise and JPEG compression. All strengths scale with `nuisance` in [0, 1]."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+def apply_camera(image: Image.Image, rng: np.random.Generator, nuisance: float) -> Image.Image:
+    """Return the picture as a camera would deliver it: lit, slightly blurred and noisy."""
+    if not 0.0 <= nuisance <= 1.0:
+        raise ValueError(f"nuisance must lie in [0, 1], got {nuisance}")
+    blur = rng.uniform(0.3, 1.1) * nuisance if rng.random() < 0.35 else 0.0
+    if blur > 0.05:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    gain = float(np.exp(rng.normal(0.0, 0.18 * nuisance)))
+    contrast = float(np.exp(rng.normal(0.0, 0.15 * nuisance)))
+    cast = np.exp(rng.normal(0.0, 0.06 * nuisance, 3)).astype(np.float32)
+    side = rng.uniform(0.0, 0.3 * nuisance)  # light falling off across the picture
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    sigma = rng.uniform(0.0, 7.0 * nuisance)
+    w, h = image.size
+    arr = np.asarray(image, dtype=np.float32)  # (H, W, 3)
+    ramp = (np.cos(angle) * np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+            + np.sin(angle) * np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None])  # fmt: skip
+    light = (1.0 + side * ramp)[:, :, None] * (gain * cast)[None, None, :]  # (H, W, 3)
+    arr = ((arr - 128.0) * contrast + 128.0) * light
+    if sigma > 0.2:
+        arr += rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(sigma)
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    """Return the JPEG bytes of an RGB picture (deterministic for the same pixels and quality)."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be within 1..100, got {quality}")
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes) -> Image.Image:
+    """Return the RGB picture stored in JPEG bytes."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
