@@ -240,7 +240,11 @@ def _image_path(value: Any) -> str:
 
 def _analyse(source: str, model_name: str, session: Session, target: str | None = None) -> View:
     predictor = _predictor(model_name, session)
-    pred = _call(predictor.predict, source, target=target or None, explain=True)
+    try:
+        pred = predictor.predict(source, target=target or None, explain=True)
+    except (PostureError, ValueError) as exc:  # name the upload, not the server's cache path
+        message = str(exc).replace(source, f"'{Path(source).name}'")
+        raise gr.Error(message, print_exception=False) from exc
     view = View(source, model_name, pred.image, pred.label, pred.probabilities, pred.latency_ms)
     view.heatmaps[pred.target] = None if pred.cam_empty else pred.heatmap
     return view
@@ -317,6 +321,12 @@ def compare(image, model_a: str, model_b: str, alpha: float, session: Session):
 # ---------------------------------------------------------------------------------------------
 
 
+def list_models_in_session(session: Session):
+    """The model pickers and the Models table for this session (bundled models plus the visitor's)."""
+    return _model_updates(session)
+
+
+
 def upload_model(file, session: Session, request: gr.Request):
     """Add a posture .safetensors checkpoint to this session's models."""
     if not file:
@@ -324,7 +334,8 @@ def upload_model(file, session: Session, request: gr.Request):
     path = Path(file)
     info = _call(read_info, path)
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.stem)[:40] or "model"
-    name = stem if stem not in _model_names(session) else f"{stem}-{session.counter + 1}"
+    taken = _model_names(session)
+    name = next(n for i in range(1, 10_000) if (n := stem if i == 1 else f"{stem}-{i}") not in taken)
     session.workdir(request)
     dest = session.new_path("uploaded", ".safetensors")
     shutil.copyfile(path, dest)
@@ -371,10 +382,11 @@ def _dataset_summary(scan) -> tuple:
     return "\n".join(lines), thumbs, gr.Dataframe(value=skipped, visible=bool(scan.skipped))
 
 
-def _scan(root: Path, session: Session) -> tuple:
+def _scan(root: Path, session: Session, unplaced: list[tuple[str, str]] = ()) -> tuple:
     data = _data_api()
     session.dataset = None
     scan = _call(data.scan_dataset, root, data.UploadLimits.from_env())
+    scan.skipped = list(unplaced) + list(scan.skipped)
     session.dataset = scan
     return (*_dataset_summary(scan), session)
 
@@ -414,17 +426,18 @@ def check_folder(files, layout: str, session: Session, request: gr.Request):
         by_key[(Path(str(entry.get("path", ""))).name, int(entry.get("size", -1)))].append(entry["path"])
     session.workdir(request)
     dest = session.new_path("dataset")
+    unplaced = []
     for item in files:
         path, name, size = item["path"], item.get("orig_name") or Path(item["path"]).name, item.get("size")
         rel = by_key[(name, int(size if size is not None else Path(path).stat().st_size))]
         rel_path = _safe_relative(rel.popleft()) if rel else None
         if rel_path is None:
-            rel_path = Path("_unplaced") / name  # reported as skipped by the scan: not in a class folder
-        # Drop the picked folder's own name: its sub-folders are the classes.
-        target = dest / (Path(*rel_path.parts[1:]) if len(rel_path.parts) > 2 else rel_path)
+            unplaced.append((name, "its folder is unknown (the browser did not send it)"))
+            continue
+        target = dest / rel_path  # the scan descends through the picked folder's own name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    return _scan(dest, session)
+    return _scan(dest, session, unplaced)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +464,7 @@ def init_for_arch(arch: str):
 def _curves(history: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     loss, acc = [], []
     for h in history:
-        for split, prefix in (("train", ""), ("validation", "val_")):
+        for split, prefix in (("train", "train_"), ("validation", "val_")):
             if h.get(prefix + "loss") is not None:
                 loss.append({"epoch": h["epoch"], "loss": h[prefix + "loss"], "split": split})
             if h.get(prefix + "acc") is not None:
@@ -534,7 +547,8 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
     history: list[dict] = []
     hidden = gr.Button(visible=False)
     yield {train_status: "Starting…", loss_plot: None, acc_plot: None, train_results: "",
-           per_class_table: None, confusion_table: None, misclassified: [],
+           per_class_table: gr.Dataframe(visible=False), confusion_table: gr.Dataframe(visible=False),
+           misclassified: gr.Gallery(value=[], visible=False),
            use_in_predict: hidden, use_in_compare: hidden, download_model: gr.DownloadButton(visible=False)}
     worker.start()
     try:
@@ -545,7 +559,7 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
                 if time.monotonic() - last_yield < 1.0:
                     continue
             if event.kind == "epoch":
-                history.append({"epoch": event.epoch, "loss": event.loss, "acc": event.acc,
+                history.append({"epoch": event.epoch, "train_loss": event.loss, "train_acc": event.acc,
                                 "val_loss": event.val_loss, "val_acc": event.val_acc})
                 loss, acc = _curves(history)
                 yield {loss_plot: loss, acc_plot: acc, train_status: _status(event)}
@@ -566,7 +580,7 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
         yield {train_status: "Cancelled before the first epoch finished: no model was kept."}
         return
     session.workdir(request)
-    name = f"{arch}-trained-{session.counter + 1}"
+    name = next(n for i in range(1, 10_000) if (n := f"{arch}-trained-{i}") not in _model_names(session))
     path = session.new_path("trained", ".safetensors")
     _call(_save, path, result)
     session.models[name] = path.rename(path.with_name(f"{name}.safetensors"))
@@ -578,7 +592,9 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
     shown = gr.Button(visible=True)
     pick, cmp_a, cmp_b, table = _model_updates(session)
     yield {train_status: done, loss_plot: loss, acc_plot: acc, train_results: text,
-           per_class_table: per_class, confusion_table: confusion, misclassified: gallery,
+           per_class_table: gr.Dataframe(per_class, visible=per_class is not None),
+           confusion_table: gr.Dataframe(confusion, visible=confusion is not None),
+           misclassified: gr.Gallery(gallery, visible=bool(gallery)),
            use_in_predict: shown, use_in_compare: shown,
            download_model: gr.DownloadButton(value=str(session.models[name]), visible=True),
            predict_model: pick, compare_a: cmp_a, compare_b: cmp_b, models_table: table, session_state: session}
@@ -789,11 +805,11 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
             train_results = gr.Markdown(elem_id="train-results")
             with gr.Row():
                 per_class_table = gr.Dataframe(label="Per class (validation)", interactive=False,
-                                               elem_id="per-class")
+                                               visible=False, elem_id="per-class")
                 confusion_table = gr.Dataframe(label="Confusion matrix (rows: true class)", interactive=False,
-                                               elem_id="confusion")
+                                               visible=False, elem_id="confusion")
             misclassified = gr.Gallery(label="Misclassified validation images (Grad-CAM of the predicted class)",
-                                       columns=6, height=240, elem_id="misclassified")
+                                       columns=6, height=240, visible=False, elem_id="misclassified")
             with gr.Row():
                 use_in_predict = gr.Button("Use in Predict", visible=False, elem_id="use-in-predict")
                 use_in_compare = gr.Button("Use in Compare", visible=False, elem_id="use-in-compare")
@@ -851,7 +867,7 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                          api_name="use_in_compare")
 
     # Sessions: the visitor's models are listed at page load; their files go when they leave.
-    demo.load(lambda s: _model_updates(s), session_state, model_outputs, api_visibility="private")
+    demo.load(list_models_in_session, session_state, model_outputs, api_name="models")
     demo.unload(_on_unload)
 
 

@@ -1,0 +1,211 @@
+"""The app's HTTP API, driven with gradio_client against the real app on localhost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_fixtures import CLASSES, make_dataset, running_app, save_exif_rotated, side_photo, zip_folder
+from PIL import Image
+
+from posture.checkpoints import ModelInfo, save_checkpoint
+from posture.models import build_model, list_models
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app_run(tmp_path_factory, checkpoint_dir):
+    """The app, started once for this module, on tiny bundled checkpoints."""
+    work = tmp_path_factory.mktemp("app-api")
+    with running_app(work, checkpoint_dir) as url:
+        yield url, work
+
+
+@pytest.fixture
+def client(app_run) -> Client:
+    """A fresh client: a new session of its own."""
+    return Client(app_run[0], verbose=False)
+
+
+@pytest.fixture
+def portrait(tmp_path) -> Path:
+    """A JPEG stored landscape (96x72) with EXIF orientation 6: upright it is 72x96."""
+    return save_exif_rotated(side_photo(96, 72), tmp_path / "portrait.jpg")
+
+
+def confidences(label_output: dict) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in label_output["confidences"]}
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_predict_returns_probabilities_and_an_upright_overlay(client, portrait, model):
+    verdict, overlay, caption, target = client.predict(handle_file(str(portrait)), model, 0.5,
+                                                      api_name="/predict")
+    probs = confidences(verdict)
+    assert sorted(probs) == sorted(CLASSES)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert verdict["label"] == max(probs, key=probs.get)
+    assert target["value"] == verdict["label"]  # the class explained by default is the predicted one
+    assert Image.open(overlay).size == (72, 96)  # EXIF applied: same size as the upright photo
+    assert f"`{model}`" in caption and " ms" in caption
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_explain_any_class_on_the_same_photo(client, portrait, cls):
+    overlay, caption = client.predict(handle_file(str(portrait)), "resnet14", cls, 0.6, api_name="/explain")
+    assert Image.open(overlay).size == (72, 96)
+    assert cls.replace("_", " ") in caption
+
+
+def test_explain_unknown_class_is_a_clear_error(client, portrait):
+    with pytest.raises(AppError, match="unknown class|Unknown class"):
+        client.predict(handle_file(str(portrait)), "resnet14", "slouch", 0.5, api_name="/explain")
+
+
+def test_opacity_reblends_the_cached_heatmap(client, tmp_path):
+    photo = tmp_path / "photo.png"
+    side_photo(80, 60, seed=3).save(photo)
+    client.predict(handle_file(str(photo)), "resnet18", 0.5, api_name="/predict")
+    plain, _ = client.predict(0.0, None, api_name="/reblend")
+    strong, _ = client.predict(1.0, None, api_name="/reblend")
+    original = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32)
+    plain = np.asarray(Image.open(plain).convert("RGB"), dtype=np.float32)
+    strong = np.asarray(Image.open(strong).convert("RGB"), dtype=np.float32)
+    assert np.abs(plain - original).mean() < 8  # opacity 0: the photo itself (lossy WebP aside)
+    assert np.abs(strong - original).mean() > 20  # opacity 1: the heatmap only
+
+
+def test_compare_two_models_side_by_side(client, tmp_path):
+    photo = tmp_path / "photo.png"
+    side_photo(80, 60, seed=4, forward=True).save(photo)
+    out = client.predict(handle_file(str(photo)), "resnet18", "resnet14", 0.5, api_name="/compare")
+    verdict_a, overlay_a, caption_a, verdict_b, overlay_b, caption_b = out
+    for verdict, overlay in ((verdict_a, overlay_a), (verdict_b, overlay_b)):
+        assert sum(confidences(verdict).values()) == pytest.approx(1.0, abs=1e-5)
+        assert Image.open(overlay).size == (80, 60)
+    assert "`resnet18`" in caption_a and "`resnet14`" in caption_b
+
+
+def test_a_text_file_is_a_clear_error_and_the_server_keeps_answering(client, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a photo")
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(str(text)), "resnet14", 0.5, api_name="/predict")
+    message = str(err.value)
+    assert "not an image" in message and "notes.txt" in message
+    assert "Traceback" not in message and "/gradio/" not in message  # no server paths or stack
+    photo = tmp_path / "ok.png"
+    side_photo().save(photo)
+    verdict, *_ = client.predict(handle_file(str(photo)), "resnet14", 0.5, api_name="/predict")
+    assert verdict["label"] in CLASSES
+
+
+def test_unknown_model_is_refused(client, portrait):
+    with pytest.raises(AppError, match="Unknown model"):
+        client.predict(handle_file(str(portrait)), "resnet99", 0.5, api_name="/predict")
+
+
+def test_models_table_shows_checkpoint_metadata(client):
+    *_, table = client.predict(api_name="/models")
+    rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert set(rows) == set(list_models())
+    for arch, row in rows.items():
+        assert row["architecture"] == arch and row["input size"] == 64 and row["origin"] == "bundled"
+        assert row["classes"] == ", ".join(CLASSES)
+
+
+def test_an_uploaded_checkpoint_belongs_to_its_session_only(app_run, tmp_path):
+    path = tmp_path / "slouch-detector.safetensors"
+    model = build_model("resnet14", 3)
+    save_checkpoint(path, model, ModelInfo(arch="resnet14", class_names=["upright", "slouch", "lying"],
+                                           input_size=64))
+    photo = tmp_path / "photo.png"
+    side_photo().save(photo)
+    mine, other = Client(app_run[0], verbose=False), Client(app_run[0], verbose=False)
+
+    message, *_ = mine.predict(handle_file(str(path)), api_name="/upload_model")
+    assert "slouch-detector" in message
+    verdict, *_ = mine.predict(handle_file(str(photo)), "slouch-detector", 0.5, api_name="/predict")
+    assert sorted(confidences(verdict)) == ["lying", "slouch", "upright"]
+    *_, table = mine.predict(api_name="/models")
+    assert "slouch-detector" in [r[0] for r in table["data"]]
+
+    *_, table = other.predict(api_name="/models")
+    assert "slouch-detector" not in [r[0] for r in table["data"]]
+    with pytest.raises(AppError, match="Unknown model"):
+        other.predict(handle_file(str(photo)), "slouch-detector", 0.5, api_name="/predict")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x10" + b"\x00" * 7 + b"{}" * 8])
+def test_anything_but_a_posture_checkpoint_is_refused(client, tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(AppError, match="checkpoint|safetensors"):
+        client.predict(handle_file(str(path)), api_name="/upload_model")
+
+
+def test_a_plain_safetensors_file_is_refused_with_the_library_message(client, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(AppError, match="not a posture checkpoint"):
+        client.predict(handle_file(str(path)), api_name="/upload_model")
+
+
+def test_train_from_a_zip_then_use_the_model_in_that_session_only(app_run, tmp_path):
+    data = make_dataset(tmp_path / "my_photos", per_class=6, size=(48, 36))
+    archive = zip_folder(data, tmp_path / "my_photos.zip")
+    photo = tmp_path / "photo.png"
+    side_photo(48, 36).save(photo)
+    mine, other = Client(app_run[0], verbose=False), Client(app_run[0], verbose=False)
+
+    summary, thumbs, skipped = mine.predict(handle_file(str(archive)), api_name="/check_zip")
+    assert "2 classes" in summary and "12 images" in summary
+    assert {t["caption"].split(" ")[0] for t in thumbs} == set(CLASSES)
+    assert skipped["value"]["data"] == [["normal/notes.txt", "not an image (.txt)"]]
+
+    final = mine.predict("resnet14", "scratch", "automatic", 1, None, 4, "64", 0.34, 0, api_name="/train")
+    status, loss, acc, results, per_class, confusion, *_ = final
+    assert status == "Training finished."
+    assert [row[2] for row in loss["data"]] == ["train", "validation"]
+    assert "Validation accuracy" in results
+    assert [row[0] for row in per_class["value"]["data"]] == CLASSES
+    assert sum(map(sum, (row[1:] for row in confusion["value"]["data"]))) == 4  # 2 of 6 per class
+
+    *_, table = mine.predict(api_name="/models")
+    trained = [r for r in table["data"] if r[1].startswith("yours")]
+    assert len(trained) == 1 and trained[0][0] == "resnet14-trained-1"
+    verdict, *_ = mine.predict(handle_file(str(photo)), "resnet14-trained-1", 0.5, api_name="/predict")
+    assert sorted(confidences(verdict)) == CLASSES
+
+    *_, table = other.predict(api_name="/models")
+    assert "resnet14-trained-1" not in [r[0] for r in table["data"]]
+    with pytest.raises(AppError, match="Unknown model"):
+        other.predict(handle_file(str(photo)), "resnet14-trained-1", 0.5, api_name="/predict")
+    with pytest.raises(AppError, match="Upload a dataset"):  # the first session's dataset is not shared
+        other.predict("resnet14", "scratch", "automatic", 1, None, 4, "64", 0.34, 0, api_name="/train")
+
+
+def test_a_layout_that_cannot_train_is_refused_with_the_expected_layout(client, tmp_path):
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(3):
+        side_photo(seed=i).save(folder / f"{i}.png")
+    archive = zip_folder(folder, tmp_path / "flat.zip")
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(str(archive)), api_name="/check_zip")
+    assert "class" in str(err.value)
+
+
+def test_too_many_epochs_are_refused(app_run, tmp_path):
+    mine = Client(app_run[0], verbose=False)
+    data = make_dataset(tmp_path / "d", per_class=3, size=(32, 32))
+    mine.predict(handle_file(str(zip_folder(data, tmp_path / "d.zip"))), api_name="/check_zip")
+    with pytest.raises(AppError, match="maximum value 30|At most 30 epochs"):
+        mine.predict("resnet14", "scratch", "automatic", 31, None, 4, "64", 0.34, 0, api_name="/train")
