@@ -18,7 +18,7 @@ def apply_camera(image: Image.Image, rng: np.random.Generator, nuisance: float) 
         image = image.filter(ImageFilter.GaussianBlur(blur))
     gain = float(np.exp(rng.normal(0.0, 0.18 * nuisance)))
     contrast = float(np.exp(rng.normal(0.0, 0.15 * nuisance)))
-    cast = np.exp(rng.normal(0.0, 0.06 * nuisance, 3)).astype(np.float32)
+    cast = np.exp(rng.normal(0.0, 0.06 * nuisance, 3)).astype(np.float32)  # (3,)
     side = rng.uniform(0.0, 0.3 * nuisance)  # light falling off across the picture
     angle = rng.uniform(0.0, 2.0 * np.pi)
     sigma = rng.uniform(0.0, 7.0 * nuisance)
@@ -26,11 +26,15 @@ def apply_camera(image: Image.Image, rng: np.random.Generator, nuisance: float) 
     arr = np.asarray(image, dtype=np.float32)  # (H, W, 3)
     ramp = (np.cos(angle) * np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
             + np.sin(angle) * np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None])  # fmt: skip
-    light = (1.0 + side * ramp)[:, :, None] * (gain * cast)[None, None, :]  # (H, W, 3)
-    arr = ((arr - 128.0) * contrast + 128.0) * light
+    scale = (contrast * gain) * cast  # (3,): contrast about mid-grey, then exposure and colour cast
+    offset = (128.0 * (1.0 - contrast) * gain) * cast
+    arr *= scale
+    arr += offset
+    arr *= (1.0 + side * ramp)[:, :, None]
     if sigma > 0.2:
         arr += rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(sigma)
-    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    arr += 0.5
+    return Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8), "RGB")
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:

@@ -12,6 +12,7 @@ import numpy as np
 from posture.synth.canvas import Color, Painter, ellipse_points, mix, rotate, shade
 
 HAIR_STYLES = ("short", "buzz", "bun", "ponytail", "bob", "curly", "bald", "receding")
+HAIR_WEIGHTS = np.array([0.26, 0.12, 0.1, 0.12, 0.14, 0.12, 0.06, 0.08])
 HAIR_COLORS: tuple[Color, ...] = (
     (20, 17, 15), (45, 30, 22), (75, 50, 32), (110, 75, 45), (170, 130, 80),
     (205, 170, 110), (130, 55, 30), (150, 145, 140), (215, 210, 205),
@@ -56,7 +57,7 @@ def sample_head_look(rng: np.random.Generator, skin: Color) -> HeadLook:
     glasses_color = ((20, 20, 20), (90, 60, 30), (150, 150, 160), (120, 20, 30))[rng.integers(4)]
     return HeadLook(
         skin=skin,
-        hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
+        hair_style=HAIR_STYLES[rng.choice(len(HAIR_STYLES), p=HAIR_WEIGHTS)],
         hair_color=hair,  # type: ignore[arg-type]
         beard=bool(rng.random() < 0.18),
         glasses=bool(rng.random() < 0.25),

@@ -60,7 +60,7 @@ def sample_person(rng: np.random.Generator, cva_deg: float, config: SynthConfig)
     pattern = patterns[rng.integers(3)] if rng.random() < 0.5 * config.nuisance else "plain"
     return Person(
         cva_deg=cva_deg,
-        neck_length=float(rng.uniform(0.86, 1.0)),
+        neck_length=float(rng.uniform(0.82, 0.96)),
         tilt_deg=float(rng.uniform(-1.0, 1.0) * config.max_head_tilt_deg),
         lean_deg=float(rng.uniform(*config.torso_lean_deg)),
         depth=float(rng.uniform(0.85, 1.25)),

@@ -61,7 +61,10 @@ def render_sample(
     frame = _place(rng, unit_frame, head_pts, (width * ss, height * ss), fraction)
 
     canvas = Image.new("RGB", (width * ss, height * ss))
-    scene = draw_backdrop(canvas, rng, roll, config.nuisance)
+    box = frame.apply(head_pts)
+    centre = (box.min(axis=0) + box.max(axis=0)) / 2.0
+    keep_out = (float(centre[0]), float(centre[1]), fraction * min(canvas.size) * 0.75)  # label-blind size
+    scene = draw_backdrop(canvas, rng, roll, config.nuisance, keep_out)
     painter = Painter(canvas, frame)
     draw_behind(painter, setup, person)
     draw_person(painter, person, setup.hand)
@@ -71,7 +74,7 @@ def render_sample(
     quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
 
     c7, tragus = frame.apply(np.array([(0.0, 0.0), tragus_point(person)])) / ss
-    box = frame.apply(head_pts) / ss
+    box = box / ss
     x0, y0 = (int(max(0, math.floor(v))) for v in box.min(axis=0))
     x1, y1 = int(min(width, math.ceil(box[:, 0].max()))), int(min(height, math.ceil(box[:, 1].max())))
     info = SampleInfo(

@@ -29,7 +29,9 @@ def _random_vivid(rng: np.random.Generator) -> Color:
 
 def _resized_grid(rng: np.random.Generator, size: tuple[int, int], cells: int, base: Color, spread: float) -> Image.Image:
     """Upsample a tiny random colour grid: gradients for 2 cells, soft blotches for more."""
-    grid = np.asarray(base, dtype=np.float32) + rng.normal(0.0, spread, (cells, cells, 3)).astype(np.float32)
+    # mostly light/dark variation with a little hue drift: real walls and fabrics are not rainbows
+    shade_noise = rng.normal(0.0, spread, (cells, cells, 1)) + rng.normal(0.0, spread * 0.35, (cells, cells, 3))
+    grid = np.asarray(base, dtype=np.float32) + shade_noise.astype(np.float32)
     small = Image.fromarray(np.clip(grid, 0, 255).astype(np.uint8), "RGB")
     return small.resize(size, Image.Resampling.BILINEAR if cells <= 2 else Image.Resampling.BICUBIC)
 
@@ -75,8 +77,17 @@ def _draw_clutter_item(p: Painter, rng: np.random.Generator, cx: float, cy: floa
         p.circle((cx + w * 0.38, cy + unit * 0.9), unit * 0.03, (180, 170, 120))
 
 
-def draw_backdrop(image: Image.Image, rng: np.random.Generator, roll_deg: float, nuisance: float) -> str:
-    """Paint the whole canvas with a backdrop (plus clutter, scaled by `nuisance`); return its kind."""
+def draw_backdrop(
+    image: Image.Image,
+    rng: np.random.Generator,
+    roll_deg: float,
+    nuisance: float,
+    keep_out: tuple[float, float, float] | None = None,
+) -> str:
+    """Paint the whole canvas with a backdrop (plus clutter, scaled by `nuisance`); return its kind.
+
+    `keep_out` = (x, y, radius) in canvas pixels: a disc (around the head) that clutter stays out of.
+    """
     w, h = image.size
     kinds = BACKDROPS if nuisance > 0 else BACKDROPS[:2]
     weights = np.array([1.0, 1.0, 1.5 * nuisance, 2.5 * nuisance])[: len(kinds)]
@@ -106,5 +117,10 @@ def draw_backdrop(image: Image.Image, rng: np.random.Generator, roll_deg: float,
     n_items = int(rng.poisson(2.5 * nuisance)) if kind in ("room", "texture") else int(rng.poisson(0.7 * nuisance))
     for _ in range(n_items):
         cx, cy = rng.uniform(-0.55, 0.55) * w, rng.uniform(-0.55, 0.55) * h
-        _draw_clutter_item(painter, rng, cx, cy, unit * rng.uniform(0.6, 1.3), wall)
+        size = unit * rng.uniform(0.6, 1.3)
+        if keep_out is not None:
+            at = painter.frame.apply(np.array([(cx, cy)]))[0]
+            if np.hypot(at[0] - keep_out[0], at[1] - keep_out[1]) < keep_out[2] + 0.6 * size:
+                continue  # clutter right behind the face would blur the profile
+        _draw_clutter_item(painter, rng, cx, cy, size, wall)
     return kind
