@@ -49,6 +49,7 @@ MAX_MISCLASSIFIED_SHOWN = 12
 THUMBNAILS_PER_CLASS = 4
 
 INIT_IMAGENET, INIT_BUNDLED, INIT_SCRATCH = "ImageNet weights", "bundled checkpoint", "scratch"
+LR_CHOICES = ["automatic", "0.03", "0.01", "0.003", "0.001", "0.0003", "0.0001"]
 FREEZE_CHOICES = {"automatic": None, "frozen backbone (train the head)": True, "full fine-tune": False}
 EXPECTED_LAYOUT = """```
 my_dataset/            (the folder you pick, or the top of the .zip)
@@ -150,14 +151,19 @@ def _predictor(name: str | None, session: Session) -> Predictor:
         return _bundled_models[key]
 
 
-def _call(fn, *args, **kwargs):
-    """Run a library function; its errors become messages, never tracebacks."""
+def _call(fn, *args, shown_as: dict[str, str] | None = None, **kwargs):
+    """Run a library function; its errors become messages, never tracebacks.
+
+    `shown_as` maps server paths (Gradio's cache, the session folder) to the names
+    the visitor knows, so messages never reveal where files live on the server.
+    """
     try:
         return fn(*args, **kwargs)
-    except PostureError as exc:
-        raise gr.Error(str(exc), print_exception=False) from exc
-    except ValueError as exc:  # e.g. an unknown class name for `target`
-        raise gr.Error(str(exc), print_exception=False) from exc
+    except (PostureError, ValueError) as exc:  # ValueError: e.g. an unknown class for `target`
+        message = str(exc)
+        for path, name in sorted((shown_as or {}).items(), key=lambda kv: -len(kv[0])):
+            message = message.replace(path, name)
+        raise gr.Error(message, print_exception=False) from exc
 
 
 def _model_choices(session: Session) -> list[tuple[str, str]]:
@@ -240,11 +246,8 @@ def _image_path(value: Any) -> str:
 
 def _analyse(source: str, model_name: str, session: Session, target: str | None = None) -> View:
     predictor = _predictor(model_name, session)
-    try:
-        pred = predictor.predict(source, target=target or None, explain=True)
-    except (PostureError, ValueError) as exc:  # name the upload, not the server's cache path
-        message = str(exc).replace(source, f"'{Path(source).name}'")
-        raise gr.Error(message, print_exception=False) from exc
+    pred = _call(predictor.predict, source, target=target or None, explain=True,
+                 shown_as={source: f"'{Path(source).name}'"})
     view = View(source, model_name, pred.image, pred.label, pred.probabilities, pred.latency_ms)
     view.heatmaps[pred.target] = None if pred.cam_empty else pred.heatmap
     return view
@@ -332,7 +335,11 @@ def upload_model(file, session: Session, request: gr.Request):
     if not file:
         raise gr.Error("Choose a .safetensors checkpoint made by this project.")
     path = Path(file)
-    info = _call(read_info, path)
+    try:
+        info = _call(read_info, path, shown_as={str(path): path.name})
+    except gr.Error as exc:
+        raise gr.Error(f"{exc.message.rstrip('.')}. Only checkpoints saved by this project (the Retrain tab or "
+                       "`python -m posture train`) can be added.", print_exception=False) from exc
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.stem)[:40] or "model"
     taken = _model_names(session)
     name = next(n for i in range(1, 10_000) if (n := stem if i == 1 else f"{stem}-{i}") not in taken)
@@ -374,7 +381,8 @@ def _dataset_summary(scan) -> tuple:
              + (" (with train/val split folders)." if scan.has_splits else ".")]
     lines += [f"- `{name}`: {n} images" for name, n in counts.items()]
     if scan.skipped:
-        lines.append(f"\n{len(scan.skipped)} files skipped: see the list below.")
+        lines.append(f"\n{len(scan.skipped)} file{'s' if len(scan.skipped) > 1 else ''} skipped: "
+                     "see the list below.")
     lines.append("\nReady to train: check the settings, then press **Train**.")
     thumbs = [(str(p), f"{c} ({i + 1}/{counts[c]})")
               for c, files in scan.files.items() for i, p in enumerate(files[:THUMBNAILS_PER_CLASS])]
@@ -382,10 +390,10 @@ def _dataset_summary(scan) -> tuple:
     return "\n".join(lines), thumbs, gr.Dataframe(value=skipped, visible=bool(scan.skipped))
 
 
-def _scan(root: Path, session: Session, unplaced: list[tuple[str, str]] = ()) -> tuple:
+def _scan(root: Path, session: Session, upload_name: str, unplaced: list[tuple[str, str]] = ()) -> tuple:
     data = _data_api()
     session.dataset = None
-    scan = _call(data.scan_dataset, root, data.UploadLimits.from_env())
+    scan = _call(data.scan_dataset, root, data.UploadLimits.from_env(), shown_as={str(root): upload_name})
     scan.skipped = list(unplaced) + list(scan.skipped)
     session.dataset = scan
     return (*_dataset_summary(scan), session)
@@ -398,8 +406,10 @@ def check_zip(file, session: Session, request: gr.Request):
     data = _data_api()
     session.workdir(request)
     dest = session.new_path("dataset")
-    root = _call(data.extract_zip, file, dest, data.UploadLimits.from_env())
-    return _scan(Path(root), session)
+    name = Path(file).name
+    _call(data.extract_zip, file, dest, data.UploadLimits.from_env(),
+          shown_as={str(file): name, str(dest): name})
+    return _scan(dest, session, name)
 
 
 def check_folder(files, layout: str, session: Session, request: gr.Request):
@@ -437,7 +447,7 @@ def check_folder(files, layout: str, session: Session, request: gr.Request):
         target = dest / rel_path  # the scan descends through the picked folder's own name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    return _scan(dest, session, unplaced)
+    return _scan(dest, session, "your folder", unplaced)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +536,7 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
         init_value = str(bundled[arch])
     config = TrainConfig(
         arch=arch, init=init_value or "scratch", freeze=FREEZE_CHOICES.get(freeze), epochs=int(epochs),
-        lr=float(lr) if lr else None, batch_size=int(batch_size),
+        lr=_learning_rate(lr), batch_size=int(batch_size),
         img_size=None if img_size in (None, "", "automatic") else int(img_size),
         val_split=float(val_split), seed=int(seed or 0),
     )
@@ -598,6 +608,18 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
            use_in_predict: shown, use_in_compare: shown,
            download_model: gr.DownloadButton(value=str(session.models[name]), visible=True),
            predict_model: pick, compare_a: cmp_a, compare_b: cmp_b, models_table: table, session_state: session}
+
+
+def _learning_rate(value: str | float | None) -> float | None:
+    if value in (None, "", "automatic"):
+        return None
+    try:
+        lr = float(value)
+    except ValueError:
+        lr = -1.0
+    if not 0.0 < lr < 1.0:
+        raise gr.Error(f"Learning rate {value!r}: use a number between 0 and 1 (e.g. 0.001), or 'automatic'.")
+    return lr
 
 
 def _save(path: Path, result) -> Path:
@@ -788,7 +810,8 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                 with gr.Row():
                     epochs = gr.Slider(1, MAX_EPOCHS, value=min(10, MAX_EPOCHS), step=1, label="Epochs",
                                        elem_id="epochs")
-                    lr = gr.Number(None, label="Learning rate", placeholder="automatic", minimum=0)
+                    lr = gr.Dropdown(LR_CHOICES, value="automatic", allow_custom_value=True,
+                                     label="Learning rate", elem_id="lr")
                     batch_size = gr.Slider(2, 128, value=32, step=1, label="Batch size")
                     img_size = gr.Dropdown(["automatic", "64", "96", "128", "160", "224"], value="automatic",
                                            label="Image size (px)", elem_id="img-size")
@@ -809,7 +832,8 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                 confusion_table = gr.Dataframe(label="Confusion matrix (rows: true class)", interactive=False,
                                                visible=False, elem_id="confusion")
             misclassified = gr.Gallery(label="Misclassified validation images (Grad-CAM of the predicted class)",
-                                       columns=6, height=240, visible=False, elem_id="misclassified")
+                                       columns=6, height=240, preview=False, fit_columns=False,
+                                       visible=False, elem_id="misclassified")
             with gr.Row():
                 use_in_predict = gr.Button("Use in Predict", visible=False, elem_id="use-in-predict")
                 use_in_compare = gr.Button("Use in Compare", visible=False, elem_id="use-in-compare")
@@ -844,13 +868,18 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
     # Models
     model_outputs = [predict_model, compare_a, compare_b, models_table]
     model_file.upload(upload_model, [model_file, session_state],
-                      [model_message, *model_outputs, session_state], api_name="upload_model")
+                      [model_message, *model_outputs, session_state], api_name="upload_model",
+                      show_progress_on=[model_message])
 
     # Retrain
     dataset_outputs = [dataset_summary, thumbnails, skipped, session_state]
-    zip_file.upload(check_zip, [zip_file, session_state], dataset_outputs, api_name="check_zip")
-    folder.upload(check_folder, [folder, folder_layout, session_state], dataset_outputs,
-                  api_name="check_folder", preprocess=False)
+    checking = dict(fn=lambda: "*Checking the upload…*", outputs=dataset_summary, queue=False,
+                    api_visibility="private", show_progress="hidden")
+    zip_file.upload(**checking).then(check_zip, [zip_file, session_state], dataset_outputs,
+                                     api_name="check_zip", show_progress_on=[dataset_summary])
+    folder.upload(**checking).then(check_folder, [folder, folder_layout, session_state], dataset_outputs,
+                                   api_name="check_folder", preprocess=False,
+                                   show_progress_on=[dataset_summary])
     arch.change(init_for_arch, arch, init, api_name="init_choices")
     train_button.click(
         train_model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,7 @@ def test_train_from_a_zip_then_use_the_model_in_that_session_only(app_run, tmp_p
     assert {t["caption"].split(" ")[0] for t in thumbs} == set(CLASSES)
     assert skipped["value"]["data"] == [["normal/notes.txt", "not an image (.txt)"]]
 
-    final = mine.predict("resnet14", "scratch", "automatic", 1, None, 4, "64", 0.34, 0, api_name="/train")
+    final = mine.predict("resnet14", "scratch", "automatic", 1, "automatic", 4, "64", 0.34, 0, api_name="/train")
     status, loss, acc, results, per_class, confusion, *_ = final
     assert status == "Training finished."
     assert [row[2] for row in loss["data"]] == ["train", "validation"]
@@ -189,7 +190,7 @@ def test_train_from_a_zip_then_use_the_model_in_that_session_only(app_run, tmp_p
     with pytest.raises(AppError, match="Unknown model"):
         other.predict(handle_file(str(photo)), "resnet14-trained-1", 0.5, api_name="/predict")
     with pytest.raises(AppError, match="Upload a dataset"):  # the first session's dataset is not shared
-        other.predict("resnet14", "scratch", "automatic", 1, None, 4, "64", 0.34, 0, api_name="/train")
+        other.predict("resnet14", "scratch", "automatic", 1, "automatic", 4, "64", 0.34, 0, api_name="/train")
 
 
 def test_a_layout_that_cannot_train_is_refused_with_the_expected_layout(client, tmp_path):
@@ -208,4 +209,37 @@ def test_too_many_epochs_are_refused(app_run, tmp_path):
     data = make_dataset(tmp_path / "d", per_class=3, size=(32, 32))
     mine.predict(handle_file(str(zip_folder(data, tmp_path / "d.zip"))), api_name="/check_zip")
     with pytest.raises(AppError, match="maximum value 30|At most 30 epochs"):
-        mine.predict("resnet14", "scratch", "automatic", 31, None, 4, "64", 0.34, 0, api_name="/train")
+        mine.predict("resnet14", "scratch", "automatic", 31, "automatic", 4, "64", 0.34, 0, api_name="/train")
+
+
+def test_cancel_keeps_the_best_epoch_and_one_training_job_runs_at_a_time(app_run, tmp_path):
+    from gradio_client.utils import Status
+
+    data = make_dataset(tmp_path / "d", per_class=8, size=(64, 48))
+    archive = handle_file(str(zip_folder(data, tmp_path / "d.zip")))
+    first, second = Client(app_run[0], verbose=False), Client(app_run[0], verbose=False)
+    first.predict(archive, api_name="/check_zip")
+    second.predict(archive, api_name="/check_zip")
+
+    long_run = first.submit("resnet14", "scratch", "full fine-tune", 30, "0.0001", 2, "64", 0.25, 0,
+                            api_name="/train")
+    deadline = time.monotonic() + 120
+    while not any(isinstance(o[1], dict) and o[1].get("data") for o in long_run.outputs()):  # an epoch's curve
+        assert time.monotonic() < deadline and not long_run.done(), long_run.outputs()
+        time.sleep(0.1)
+    queued = second.submit("resnet14", "scratch", "automatic", 1, "automatic", 4, "64", 0.25, 0,
+                           api_name="/train")
+    while (status := queued.status()).code not in (Status.IN_QUEUE, Status.PROCESSING, Status.FINISHED):
+        time.sleep(0.05)
+    assert status.code == Status.IN_QUEUE and status.rank == 0  # waits for the first job
+
+    cancelled_at = time.monotonic()
+    assert "Stopping" in first.predict(api_name="/cancel_training")
+    final = long_run.result(timeout=60)
+    assert time.monotonic() - cancelled_at < 20  # promptly: within a batch, not after 30 epochs
+    assert final[0] == "Cancelled: kept the best finished epoch."
+    assert "cancelled" in final[3]
+    *_, table = first.predict(api_name="/models")
+    assert "resnet14-trained-1" in [r[0] for r in table["data"]]
+
+    assert queued.result(timeout=120)[0] == "Training finished."
