@@ -5,6 +5,15 @@ The CVA is the angle at C7 between the horizontal and the line C7 -> tragus; the
 depends on the label; every nuisance (looks, pose, props, backdrop, lighting, camera) is drawn
 independently of it. Same seed and index -> the same picture, whatever the number of workers.
 
+Angles: `SampleInfo.cva_deg` is the body's true CVA and the label follows it. A small camera roll
+(`SynthConfig.max_roll_deg`, default 4 deg, less than the 5 deg margin) turns the whole picture, so
+the angle measured from the reported pixel coordinates `c7`/`tragus` is `SampleInfo.image_cva_deg`
+(= cva_deg + roll_deg when facing right, cva_deg - roll_deg when facing left).
+
+Typical use: `generate_dataset(out, n, seed)` for a folder data set (labels.csv + class folders),
+`iter_samples(seed, config, start=epoch * n)` for fresh pictures every epoch (the same pixels a
+data set of that seed holds), `render_indexed(seed, index)` for map-style access.
+
 Modules: config (settings, record, CVA rules), canvas (drawing in body coordinates), head, person,
 props (furniture, devices), scene (backdrops), camera (lighting, noise, JPEG), render (one picture),
 dataset (seeded streams, writing a data set), cli (the `synth` sub-command).

@@ -64,7 +64,7 @@ def render_sample(
     box = frame.apply(head_pts)
     centre = (box.min(axis=0) + box.max(axis=0)) / 2.0
     keep_out = (float(centre[0]), float(centre[1]), fraction * min(canvas.size) * 0.75)  # label-blind size
-    scene = draw_backdrop(canvas, rng, roll, config.nuisance, keep_out)
+    scene = draw_backdrop(canvas, rng, roll, config.nuisance, keep_out, avoid=person.look.skin)
     painter = Painter(canvas, frame)
     draw_behind(painter, setup, person)
     draw_person(painter, person, setup.hand)

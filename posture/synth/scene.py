@@ -22,6 +22,10 @@ def random_wall_color(rng: np.random.Generator) -> Color:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _luma(color: Color) -> float:
+    return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+
+
 def _random_vivid(rng: np.random.Generator) -> Color:
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.2, 0.95))
     return int(r * 255), int(g * 255), int(b * 255)
@@ -83,16 +87,22 @@ def draw_backdrop(
     roll_deg: float,
     nuisance: float,
     keep_out: tuple[float, float, float] | None = None,
+    avoid: Color | None = None,
 ) -> str:
     """Paint the whole canvas with a backdrop (plus clutter, scaled by `nuisance`); return its kind.
 
     `keep_out` = (x, y, radius) in canvas pixels: a disc (around the head) that clutter stays out of.
+    `avoid`: a colour (the skin) whose brightness the wall should not match, so the profile stands out.
     """
     w, h = image.size
     kinds = BACKDROPS if nuisance > 0 else BACKDROPS[:2]
     weights = np.array([1.0, 1.0, 1.5 * nuisance, 2.5 * nuisance])[: len(kinds)]
     kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
     wall = random_wall_color(rng)
+    for _ in range(4):
+        if avoid is None or abs(_luma(wall) - _luma(avoid)) >= 30.0:
+            break
+        wall = random_wall_color(rng)
     if kind == "solid":
         image.paste(wall, (0, 0, w, h))
     elif kind == "gradient":
