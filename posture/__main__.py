@@ -80,7 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     def on_event(event) -> None:
         if event.kind == "step":
-            if bar.total != event.steps:
+            if event.step == 1:
                 bar.reset(total=event.steps)
             bar.set_description(f"epoch {event.epoch}/{event.epochs}")
             bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{event.acc:.3f}", refresh=False)

@@ -71,6 +71,11 @@ class UploadLimits:
     min_per_class: int = 2  # training needs >= 1 train + 1 val image per class
 
     @classmethod
+    def local(cls) -> UploadLimits:
+        """For folders on the user's own disk (CLI, library): no caps on count or total size."""
+        return cls(max_files=2**62, max_total_bytes=2**62, max_members=2**62)
+
+    @classmethod
     def from_env(cls) -> UploadLimits:
         """Defaults, overridden by POSTURE_MAX_UPLOAD_FILES, _MAX_UPLOAD_MB (total), _MAX_FILE_MB."""
         changes: dict[str, int] = {}

@@ -137,14 +137,14 @@ def evaluate_folder(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Evaluate on a class-per-folder tree (boxes from its labels.csv when present)."""
-    from posture.data import scan_dataset
+    from posture.data import UploadLimits, scan_dataset
 
-    scan = scan_dataset(data)
+    scan = scan_dataset(data, UploadLimits.local())
     items = [(p, i) for i, c in enumerate(scan.class_names) for p in scan.files[c]]
-    labels_csv = Path(data) / "labels.csv"
+    labels_csv = scan.root / "labels.csv"
     boxes = None
     if labels_csv.is_file():
-        boxes = {Path(data) / rel: box for rel, box in read_boxes(labels_csv).items()}
+        boxes = {scan.root / rel: box for rel, box in read_boxes(labels_csv).items()}
     report_dir = Path(report_dir) if report_dir is not None else None
     report = evaluate_items(
         predictor, items, scan.class_names, boxes, progress=progress,

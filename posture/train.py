@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint
-from posture.data import DatasetScan, scan_dataset, stratified_split
+from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_split
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled
 from posture.evaluate import EvalReport, evaluate_items
 from posture.imagedata import Augment, ImageDataset
@@ -55,6 +55,7 @@ class TrainConfig:
     augment: bool = True
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
     cache_features: bool = True  # frozen path: train the head on cached features
+    workers: int = 1  # image decoding processes beside training (0: decode in this process)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default."""
@@ -172,24 +173,28 @@ class _Loop:
             self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
         )
 
-    def run(self, model, step, validate, on_epoch=lambda epoch: None) -> None:
-        """Train until the last epoch or early stop; `history` and `best` survive a cancel."""
+    def run(self, model, epoch_batches, step, validate) -> None:
+        """Train until the last epoch or early stop; `history` and `best` survive a cancel.
+
+        `epoch_batches(epoch, index_batches)` yields one payload per batch of indices,
+        and `step(payload)` returns (mean loss, number correct, batch size).
+        """
         gen = torch.Generator().manual_seed(self.cfg.seed)
         history, best_loss, stale, start = self.history, float("inf"), 0, time.perf_counter()
         total = self.cfg.epochs * self.steps
         for epoch in range(1, self.cfg.epochs + 1):
-            on_epoch(epoch)
             loss_sum = correct = seen = 0.0
-            for i, idx in enumerate(_batches(self.n_train, self.cfg.batch_size, gen), start=1):
+            index_batches = _batches(self.n_train, self.cfg.batch_size, gen)
+            for i, payload in enumerate(epoch_batches(epoch, index_batches), start=1):
                 if self.cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
                 self.opt.zero_grad(set_to_none=True)
-                loss, n_correct = step(idx)
+                loss, n_correct, n = step(payload)
                 loss.backward()
                 self.opt.step()
                 self.sched.step()
-                loss_sum += float(loss) * len(idx)
-                correct, seen = correct + n_correct, seen + len(idx)
+                loss_sum += float(loss.detach()) * n
+                correct, seen = correct + n_correct, seen + n
                 done = (epoch - 1) * self.steps + i
                 eta = (time.perf_counter() - start) / done * (total - done)
                 self.progress(TrainEvent("step", epoch, self.cfg.epochs, i, self.steps,
@@ -216,29 +221,31 @@ def _fit_full(model, cfg, train_items, val_items, weights, loop: _Loop) -> None:
     aug = Augment() if cfg.augment else Augment.none()
     train_ds = ImageDataset(train_items, cfg.img_size, augment=aug, seed=cfg.seed)
     val_ds = ImageDataset(val_items, cfg.img_size)
+    model.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPU
 
-    def on_epoch(epoch: int) -> None:
+    def epoch_batches(epoch: int, index_batches: list[list[int]]):
         train_ds.epoch = epoch
+        # One worker decodes the next batch while this process trains on the current one.
+        return DataLoader(train_ds, batch_sampler=index_batches, num_workers=cfg.workers)
 
-    def step(idx: list[int]):
+    def step(batch):
         model.train(not cfg.freeze)  # a frozen backbone keeps its BatchNorm statistics
-        samples = [train_ds[i] for i in idx]
-        x = torch.stack([t for t, _ in samples])  # (B, 3, S, S)
-        y = torch.tensor([c for _, c in samples])
-        logits = model(x)
-        return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum())
+        x, y = batch  # (B, 3, S, S), (B,)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum()), len(y)
 
     def validate() -> tuple[float, float]:
         model.eval()
         loss = correct = 0.0
         with torch.inference_mode():
-            for x, y in DataLoader(val_ds, batch_size=cfg.batch_size):
-                logits = model(x)
+            for x, y in DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
                 loss += float(F.cross_entropy(logits, y, weight=weights, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
         return loss / len(val_ds), correct / len(val_ds)
 
-    loop.run(model, step, validate, on_epoch)
+    loop.run(model, epoch_batches, step, validate)
+    model.to(memory_format=torch.contiguous_format)
 
 
 def _fit_head(model, cfg, train_items, val_items, weights, loop: _Loop, progress) -> None:
@@ -253,12 +260,15 @@ def _fit_head(model, cfg, train_items, val_items, weights, loop: _Loop, progress
     y_train = torch.tensor([c for _, c in train_items])
     y_val = torch.tensor([c for _, c in val_items])
     head = classifier(model)
-    view = {"i": 0}
 
-    def step(idx: list[int]):
-        logits = head(train_feats[view["i"]][idx])
-        y = y_train[idx]
-        return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum())
+    def epoch_batches(epoch: int, index_batches: list[list[int]]):
+        view = train_feats[(epoch - 1) % len(train_feats)]  # (N, D)
+        return ((view[idx], y_train[idx]) for idx in index_batches)
+
+    def step(batch):
+        x, y = batch
+        logits = head(x)
+        return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum()), len(y)
 
     def validate() -> tuple[float, float]:
         with torch.inference_mode():
@@ -266,10 +276,7 @@ def _fit_head(model, cfg, train_items, val_items, weights, loop: _Loop, progress
         loss = float(F.cross_entropy(logits, y_val, weight=weights))
         return loss, float((logits.argmax(1) == y_val).float().mean())
 
-    def on_epoch(epoch: int) -> None:
-        view["i"] = (epoch - 1) % len(train_feats)
-
-    loop.run(model, step, validate, on_epoch)
+    loop.run(model, epoch_batches, step, validate)
 
 
 def train(
@@ -286,7 +293,7 @@ def train(
     """
     cfg = config.resolved()
     emit = progress or (lambda event: None)
-    scan = data if isinstance(data, DatasetScan) else scan_dataset(data)
+    scan = data if isinstance(data, DatasetScan) else scan_dataset(data, UploadLimits.local())
     train_items, val_items = _split(scan, cfg)
     if not train_items or not val_items:
         raise DatasetError("need at least one training and one validation image per class")

@@ -1,0 +1,83 @@
+"""The command line, run as a user would: exit codes, JSON shape, overlays, clean errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "posture", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_predict_json_and_overlays(checkpoint_dir, image_file, tmp_path):
+    out = tmp_path / "cams"
+    r = run_cli("predict", image_file, image_file, "--model", checkpoint_dir / "resnet14.safetensors",
+                "--cam-dir", out, "--alpha", "0.6", "--json")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(records) == 2
+    rec = records[0]
+    assert set(rec) >= {"file", "label", "probabilities", "model", "latency_ms"}
+    assert rec["model"] == "resnet14" and set(rec["probabilities"]) == {"normal", "turtle_neck"}
+    assert abs(sum(rec["probabilities"].values()) - 1) < 1e-5 and rec["latency_ms"] > 0
+    overlay = Image.open(out / f"{image_file.stem}_cam.png")
+    assert overlay.size == Image.open(image_file).size
+
+
+def test_predict_by_bundled_name_with_target(checkpoint_dir, image_file):
+    r = run_cli("predict", image_file, "--model", "resnet18", "--target", "turtle_neck",
+                env={"POSTURE_CHECKPOINTS": str(checkpoint_dir)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{image_file}: ") and "normal=" in r.stdout
+
+
+@pytest.mark.parametrize("case", ["not_an_image", "missing_model", "bad_target", "pickle_model"])
+def test_user_mistakes_exit_nonzero_without_traceback(checkpoint_dir, image_file, tmp_path, case):
+    model = checkpoint_dir / "resnet14.safetensors"
+    args = ["predict", image_file, "--model", model]
+    if case == "not_an_image":
+        fake = tmp_path / "notes.jpg"
+        fake.write_text("hello")
+        args[1] = fake
+    elif case == "missing_model":
+        args[3] = tmp_path / "nope.safetensors"
+    elif case == "bad_target":
+        args += ["--target", "slouch"]
+    else:
+        bad = tmp_path / "evil.safetensors"
+        bad.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+        args[3] = bad
+    r = run_cli(*args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and r.stderr.strip()
+
+
+def test_models_lists_bundled_and_given_checkpoints(checkpoint_dir, tmp_path):
+    extra = tmp_path / "mine.safetensors"
+    extra.write_bytes((checkpoint_dir / "resnet14.safetensors").read_bytes())
+    r = run_cli("models", extra, "--json", env={"POSTURE_CHECKPOINTS": str(checkpoint_dir)})
+    assert r.returncode == 0, r.stderr
+    names = {m["name"]: m for m in json.loads(r.stdout)}
+    assert set(names) == {"resnet14", "resnet18", "mine"}
+    assert names["resnet18"]["arch"] == "resnet18" and names["mine"]["classes"] == ["normal", "turtle_neck"]
+
+
+def test_train_without_imagenet_weights_explains_the_offline_path(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+    r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet18", "--out", tmp_path / "m.safetensors",
+                env={"POSTURE_RESNET18_WEIGHTS": str(tmp_path / "missing.pth")})
+    assert r.returncode == 2 and "POSTURE_RESNET18_WEIGHTS" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()

@@ -1,0 +1,120 @@
+"""The fine-tuning routine: learning, cached features, cancel, atomic checkpoints, reproducibility."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from posture.checkpoints import load_checkpoint, read_info
+from posture.errors import DatasetError
+from posture.train import TrainConfig, train
+
+
+def _colour_dataset(root: Path, per_class: int = 12, size=(40, 30), seed=0) -> Path:
+    """Two classes a small CNN separates in a few steps: reddish vs bluish noise."""
+    rng = np.random.default_rng(seed)
+    for name, colour in [("normal", (190, 60, 60)), ("turtle_neck", (60, 60, 190))]:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (*size[::-1], 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def colours(tmp_path) -> Path:
+    return _colour_dataset(tmp_path / "data")
+
+
+def _tiny(**kw) -> TrainConfig:
+    base = dict(arch="resnet14", init="scratch", epochs=3, batch_size=8, img_size=32, workers=0, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_beats_chance_and_writes_a_self_describing_checkpoint(colours, tmp_path):
+    events = []
+    result = train(colours, _tiny(epochs=4, lr=3e-3), out=tmp_path / "m.safetensors", progress=events.append)
+    assert result.val_report.metrics["accuracy"] >= 0.8
+    info = read_info(tmp_path / "m.safetensors")
+    assert info.class_names == ["normal", "turtle_neck"] and info.input_size == 32
+    assert len(info.history) == len(result.history) >= 1 and info.metrics["val"]["n"] == 4
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "phase" and "step" in kinds and kinds.count("epoch") == len(result.history)
+    assert kinds[-1] == "done" and all(e.eta_s >= 0 for e in events if e.kind == "step")
+
+
+def test_same_seed_same_model(colours):
+    a = train(colours, _tiny(epochs=2))
+    b = train(colours, _tiny(epochs=2))
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_cached_features_give_the_same_head_as_the_plain_loop(colours):
+    cfg = dict(arch="resnet18", freeze=True, augment=False, epochs=3, lr=1e-2)
+    cached = train(colours, _tiny(**cfg, cache_features=True))
+    plain = train(colours, _tiny(**cfg, cache_features=False))
+    torch.testing.assert_close(cached.model.fc.weight, plain.model.fc.weight, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cached.model.fc.bias, plain.model.fc.bias, atol=1e-5, rtol=1e-4)
+    # and the backbone was not touched by either
+    torch.testing.assert_close(cached.model.conv1.weight, plain.model.conv1.weight)
+    assert [h["val_loss"] for h in cached.history] == pytest.approx([h["val_loss"] for h in plain.history], abs=1e-5)
+
+
+def test_cancel_leaves_no_checkpoint_and_the_previous_one_untouched(colours, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(colours, _tiny(epochs=1), out=out)
+    before = out.read_bytes()
+    cancel = threading.Event()
+
+    def cancel_mid_epoch(event):
+        if event.kind == "step" and event.epoch == 2 and event.step == 1:
+            cancel.set()
+
+    result = train(colours, _tiny(epochs=3, seed=1), out=out, progress=cancel_mid_epoch, cancel=cancel)
+    assert result.cancelled and result.checkpoint is None
+    assert len(result.history) == 1 and result.model is not None  # the finished epoch is kept
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "m.safetensors"]
+
+
+def test_error_mid_run_leaves_the_previous_checkpoint(colours, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(colours, _tiny(epochs=1), out=out)
+    before = out.read_bytes()
+
+    def explode(event):
+        if event.kind == "step" and event.step == 2:
+            raise MemoryError("simulated out of memory")
+
+    with pytest.raises(MemoryError):
+        train(colours, _tiny(epochs=2), out=out, progress=explode)
+    assert out.read_bytes() == before
+
+
+def test_given_train_and_val_folders_are_used(tmp_path):
+    _colour_dataset(tmp_path / "d" / "train", per_class=6)
+    _colour_dataset(tmp_path / "d" / "val", per_class=3, seed=1)
+    result = train(tmp_path / "d", _tiny(epochs=1))
+    assert result.val_report.metrics["n"] == 6
+
+
+def test_fine_tuning_from_a_posture_checkpoint(colours, tmp_path):
+    first = train(colours, _tiny(epochs=1), out=tmp_path / "a.safetensors")
+    result = train(colours, _tiny(epochs=1, init=str(tmp_path / "a.safetensors"), img_size=None))
+    assert result.info.input_size == 32 and result.info.init.endswith("a.safetensors")
+    model, _ = load_checkpoint(tmp_path / "a.safetensors")
+    assert torch.equal(model.conv1.weight, first.model.conv1.weight)
+
+
+def test_a_class_with_too_few_images_is_refused(tmp_path):
+    root = _colour_dataset(tmp_path / "d", per_class=4)
+    for p in list((root / "turtle_neck").iterdir())[1:]:
+        p.unlink()
+    with pytest.raises(DatasetError, match="turtle_neck"):
+        train(root, _tiny(epochs=1))
