@@ -274,13 +274,13 @@ def predict(image, model_name: str, alpha: float, session: Session, request: gr.
     view = _analyse(_image_path(image), model_name, session)
     overlay, caption = _render(view, view.label, alpha)
     classes = gr.Dropdown(choices=[(_pretty(c), c) for c in view.probabilities], value=view.label)
-    return view.probabilities, overlay, caption, classes, view
+    return view.probabilities, overlay, caption, classes, view, session
 
 
 def predict_on_change(image, model_name: str, alpha: float, session: Session, request: gr.Request):
     """Re-run when the photo or the model changes; a cleared photo clears the results."""
     if not image or not model_name:
-        return None, None, "", gr.Dropdown(choices=[], value=None), None
+        return None, None, "", gr.Dropdown(choices=[], value=None), None, session
     return predict(image, model_name, alpha, session, request)
 
 
@@ -511,7 +511,7 @@ def _results(result, name: str, predictor: Predictor, root: Path) -> tuple:
             pred = predictor.predict(path)
         except PostureError:
             continue
-        gallery.append((pred.overlay(0.5), f"{path.name}: true {row['label']}, predicted {row['predicted']}"))
+        gallery.append((pred.overlay(0.5), f"{row['label']} → {row['predicted']} ({path.name})"))
     return text, per_class, confusion, gallery
 
 
@@ -822,9 +822,10 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
             train_status = gr.Markdown(elem_id="train-status")
             with gr.Row():
-                loss_plot = gr.LinePlot(x="epoch", y="loss", color="split", title="Loss", height=260)
+                loss_plot = gr.LinePlot(x="epoch", y="loss", color="split", title="Loss", height=260,
+                                        x_axis_format="d", label="Loss per epoch")
                 acc_plot = gr.LinePlot(x="epoch", y="accuracy", color="split", title="Accuracy",
-                                       y_lim=[0, 1], height=260)
+                                       y_lim=[0, 1], height=260, x_axis_format="d", label="Accuracy per epoch")
             train_results = gr.Markdown(elem_id="train-results")
             with gr.Row():
                 per_class_table = gr.Dataframe(label="Per class (validation)", interactive=False,
@@ -851,7 +852,7 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
             gr.Markdown(ABOUT)
 
     # Predict: a model run on a new photo or model; explain caches per class; opacity only re-blends.
-    prediction_outputs = [verdict, overlay, caption, target, view_state]
+    prediction_outputs = [verdict, overlay, caption, target, view_state, session_state]  # session: TTL renewed
     analyse.click(predict, [image, predict_model, alpha, session_state], prediction_outputs,
                   api_name="predict", preprocess=False)
     gr.on([image.change, predict_model.change], predict_on_change,

@@ -55,6 +55,17 @@ def test_predict_returns_probabilities_and_an_upright_overlay(client, portrait, 
     assert f"`{model}`" in caption and " ms" in caption
 
 
+@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("P", ".gif"), ("RGBA", ".png"), ("CMYK", ".jpg"),
+                                         ("I;16", ".png"), ("RGB", ".webp")])
+def test_predict_accepts_any_image_mode(client, tmp_path, mode, suffix):
+    photo = tmp_path / f"photo{suffix}"
+    image = side_photo(64, 48)
+    (image.convert("L").convert("I;16") if mode == "I;16" else image.convert(mode)).save(photo)
+    verdict, overlay, *_ = client.predict(handle_file(str(photo)), "resnet14", 0.5, api_name="/predict")
+    assert sum(confidences(verdict).values()) == pytest.approx(1.0, abs=1e-5)
+    assert Image.open(overlay).size == (64, 48)
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_explain_any_class_on_the_same_photo(client, portrait, cls):
     overlay, caption = client.predict(handle_file(str(portrait)), "resnet14", cls, 0.6, api_name="/explain")
@@ -243,3 +254,30 @@ def test_cancel_keeps_the_best_epoch_and_one_training_job_runs_at_a_time(app_run
     assert "resnet14-trained-1" in [r[0] for r in table["data"]]
 
     assert queued.result(timeout=120)[0] == "Training finished."
+
+
+def test_without_bundled_checkpoints_the_app_starts_and_expired_sessions_are_deleted(tmp_path):
+    empty = tmp_path / "no-checkpoints"
+    empty.mkdir()
+    work = tmp_path / "app"
+    ckpt = save_checkpoint(tmp_path / "mine.safetensors", build_model("resnet14", 2),
+                           ModelInfo(arch="resnet14", class_names=CLASSES, input_size=64))
+    with running_app(work, empty, POSTURE_SESSION_TTL_MIN="0.05") as url:  # 3 s
+        assert "No bundled checkpoints" in (work / "app.log").read_text()
+        client = Client(url, verbose=False)
+        *_, table = client.predict(api_name="/models")
+        assert table["data"] == [] or table["data"] == [[""] * len(table["headers"])]
+        photo = tmp_path / "photo.png"
+        side_photo().save(photo)
+        with pytest.raises(AppError, match="Choose a model"):
+            client.predict(handle_file(str(photo)), None, 0.5, api_name="/predict")
+
+        client.predict(handle_file(str(ckpt)), api_name="/upload_model")
+        folders = list(work.glob("posture-app-*/session-*"))
+        assert len(folders) == 1 and any(folders[0].iterdir())
+        deadline = time.monotonic() + 30
+        while folders[0].exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not folders[0].exists()  # deleted after the session's time limit
+        with pytest.raises(AppError, match="Unknown model"):
+            client.predict(handle_file(str(photo)), "mine", 0.5, api_name="/predict")
