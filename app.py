@@ -35,9 +35,11 @@ import pandas as pd
 from PIL import Image
 
 from posture import PostureError, Predictor, list_models, read_info
-from posture.checkpoints import bundled_checkpoints, bundled_dir
+from posture.checkpoints import bundled_checkpoints, bundled_dir, save_checkpoint
+from posture.data import DatasetScan, UploadLimits, extract_zip, scan_dataset
 from posture.overlay import overlay_heatmap
 from posture.pretrained import imagenet_available
+from posture.train import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = Path(os.environ.get("POSTURE_EXAMPLES", HERE / "examples"))
@@ -85,24 +87,25 @@ class Session:
     folder: Path | None = None
     models: dict[str, Path] = field(default_factory=dict)  # name -> checkpoint in `folder`
     predictors: dict[str, Predictor] = field(default_factory=dict)
-    dataset: Any = None  # posture.data.DatasetScan of the last checked upload
+    dataset: DatasetScan | None = None  # the last checked upload
     cancel: threading.Event | None = None  # set to stop the running training job
     last_trained: str | None = None
     counter: int = 0
+    session_hash: str | None = None
 
     def workdir(self, request: gr.Request | None = None) -> Path:
         """This session's private folder, created on first use."""
         if self.folder is None:
             self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=_app_tmp()))
         if request is not None and request.session_hash:
+            self.session_hash = request.session_hash
             _live_sessions[request.session_hash] = self
         return self.folder
 
     def new_path(self, kind: str, suffix: str = "") -> Path:
-        """A fresh path inside the session folder, e.g. datasets/3 or models/resnet14-2.safetensors."""
+        """A fresh, unused path in the session folder, e.g. dataset-3 or uploaded-4.safetensors."""
         self.counter += 1
-        path = self.workdir() / f"{kind}-{self.counter}{suffix}"
-        return path
+        return self.workdir() / f"{kind}-{self.counter}{suffix}"
 
     def close(self) -> None:
         """Stop training and delete everything this session stored."""
@@ -110,17 +113,19 @@ class Session:
             self.cancel.set()
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+        _live_sessions.pop(self.session_hash or "", None)
         self.folder, self.models, self.predictors, self.dataset = None, {}, {}, None
 
 
 def _close_session(session: Session | None) -> None:
+    """gr.State's delete callback: the session expired or its page was closed an hour ago."""
     if isinstance(session, Session):
         session.close()
 
 
 def _on_unload(request: gr.Request) -> None:
-    session = _live_sessions.pop(request.session_hash or "", None)
-    _close_session(session)
+    """The visitor closed the page: delete their files now, not when the state expires."""
+    _close_session(_live_sessions.get(request.session_hash or ""))
 
 
 def _bundled_names() -> list[str]:
@@ -160,10 +165,14 @@ def _call(fn, *args, shown_as: dict[str, str] | None = None, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (PostureError, ValueError) as exc:  # ValueError: e.g. an unknown class for `target`
-        message = str(exc)
-        for path, name in sorted((shown_as or {}).items(), key=lambda kv: -len(kv[0])):
-            message = message.replace(path, name)
-        raise gr.Error(message, print_exception=False) from exc
+        raise gr.Error(_public_message(exc, shown_as), print_exception=False) from exc
+
+
+def _public_message(exc: Exception, shown_as: dict[str, str] | None) -> str:
+    message = str(exc)
+    for path, name in sorted((shown_as or {}).items(), key=lambda kv: -len(kv[0])):
+        message = message.replace(path, name)
+    return message
 
 
 def _model_choices(session: Session) -> list[tuple[str, str]]:
@@ -210,11 +219,11 @@ def _model_rows(session: Session) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _model_updates(session: Session, select: str | None = None) -> tuple:
+def _model_updates(session: Session) -> tuple:
     """Refreshed model pickers (Predict, Compare A, Compare B) and the Models table."""
     choices = _model_choices(session)
-    pick = gr.Dropdown(choices=choices, value=select) if select else gr.Dropdown(choices=choices)
-    return pick, gr.Dropdown(choices=choices), gr.Dropdown(choices=choices), _model_rows(session)
+    return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices), gr.Dropdown(choices=choices), \
+        _model_rows(session)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,14 +367,6 @@ def upload_model(file, session: Session, request: gr.Request):
 # ---------------------------------------------------------------------------------------------
 
 
-def _data_api():
-    try:
-        from posture import data
-    except ImportError as exc:  # the training modules ship separately from the core library
-        raise gr.Error(f"Training is not available in this installation ({exc}).") from exc
-    return data
-
-
 def _safe_relative(rel: str) -> Path | None:
     parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):
@@ -373,7 +374,7 @@ def _safe_relative(rel: str) -> Path | None:
     return Path(*parts)
 
 
-def _dataset_summary(scan) -> tuple:
+def _dataset_summary(scan: DatasetScan) -> tuple:
     """Markdown summary, counts table, thumbnails and the skipped files of a scan."""
     counts = scan.counts()
     total = sum(counts.values())
@@ -391,9 +392,8 @@ def _dataset_summary(scan) -> tuple:
 
 
 def _scan(root: Path, session: Session, upload_name: str, unplaced: list[tuple[str, str]] = ()) -> tuple:
-    data = _data_api()
     session.dataset = None
-    scan = _call(data.scan_dataset, root, data.UploadLimits.from_env(), shown_as={str(root): upload_name})
+    scan = _call(scan_dataset, root, UploadLimits.from_env(), shown_as={str(root): upload_name})
     scan.skipped = list(unplaced) + list(scan.skipped)
     session.dataset = scan
     return (*_dataset_summary(scan), session)
@@ -403,11 +403,10 @@ def check_zip(file, session: Session, request: gr.Request):
     """Extract an uploaded .zip (one sub-folder per class) and show what it holds."""
     if not file:
         raise gr.Error("Choose a .zip file with one sub-folder per class.")
-    data = _data_api()
     session.workdir(request)
     dest = session.new_path("dataset")
     name = Path(file).name
-    _call(data.extract_zip, file, dest, data.UploadLimits.from_env(),
+    _call(extract_zip, file, dest, UploadLimits.from_env(),
           shown_as={str(file): name, str(dest): name})
     return _scan(dest, session, name)
 
@@ -420,8 +419,7 @@ def check_folder(files, layout: str, session: Session, request: gr.Request):
     """
     if not files:
         raise gr.Error("Choose a folder with one sub-folder per class.")
-    data = _data_api()
-    limits = data.UploadLimits.from_env()
+    limits = UploadLimits.from_env()
     if len(files) > limits.max_files:
         raise gr.Error(f"{len(files)} files is more than the {limits.max_files} allowed per upload.")
     try:
@@ -519,13 +517,13 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
                 batch_size: float, img_size: str, val_split: float, seed: float,
                 request: gr.Request, progress=gr.Progress()):
     """Train on the checked dataset in a worker thread, streaming curves; Cancel keeps the best epoch."""
-    try:
-        from posture.train import TrainConfig, train
-    except ImportError as exc:
-        raise gr.Error(f"Training is not available in this installation ({exc}).") from exc
-    if session.dataset is None:
+    scan = session.dataset
+    if scan is None:
         raise gr.Error("Upload a dataset (a folder or a .zip) and wait for its check before training.\n\n"
                        + EXPECTED_LAYOUT)
+    if init not in (INIT_IMAGENET, INIT_BUNDLED, INIT_SCRATCH):
+        raise gr.Error(f"Unknown initialisation {init!r}: use {INIT_IMAGENET!r}, {INIT_BUNDLED!r} or "
+                       f"{INIT_SCRATCH!r}.")
     if int(epochs) > MAX_EPOCHS:
         raise gr.Error(f"At most {MAX_EPOCHS} epochs on this server (POSTURE_MAX_EPOCHS).")
     bundled = bundled_checkpoints()
@@ -535,7 +533,7 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
             raise gr.Error(f"There is no bundled {arch} checkpoint to start from; choose another initialisation.")
         init_value = str(bundled[arch])
     config = TrainConfig(
-        arch=arch, init=init_value or "scratch", freeze=FREEZE_CHOICES.get(freeze), epochs=int(epochs),
+        arch=arch, init=init_value, freeze=FREEZE_CHOICES.get(freeze), epochs=int(epochs),
         lr=_learning_rate(lr), batch_size=int(batch_size),
         img_size=None if img_size in (None, "", "automatic") else int(img_size),
         val_split=float(val_split), seed=int(seed or 0),
@@ -547,7 +545,7 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
 
     def work() -> None:
         try:
-            outcome["result"] = train(session.dataset, config, progress=events.put, cancel=cancel)
+            outcome["result"] = train(scan, config, progress=events.put, cancel=cancel)
         except BaseException as exc:  # noqa: BLE001 - handed to the UI thread below
             outcome["error"] = exc
         finally:
@@ -582,8 +580,9 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
         session.cancel = None
     if "error" in outcome:
         exc = outcome["error"]
-        if isinstance(exc, PostureError):
-            raise gr.Error(str(exc), print_exception=False)
+        if isinstance(exc, (PostureError, ValueError)):
+            hidden_paths = {str(scan.root): "your dataset", str(bundled_dir()): "checkpoints"}
+            raise gr.Error(_public_message(exc, hidden_paths), print_exception=False) from exc
         raise exc
     result = outcome["result"]
     if result.model is None:
@@ -592,11 +591,11 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
     session.workdir(request)
     name = next(n for i in range(1, 10_000) if (n := f"{arch}-trained-{i}") not in _model_names(session))
     path = session.new_path("trained", ".safetensors")
-    _call(_save, path, result)
+    _call(save_checkpoint, path, result.model, result.info)
     session.models[name] = path.rename(path.with_name(f"{name}.safetensors"))
     predictor = session.predictors[name] = Predictor(result.model, result.info, name=name)
     session.last_trained = name
-    text, per_class, confusion, gallery = _results(result, name, predictor, Path(session.dataset.root))
+    text, per_class, confusion, gallery = _results(result, name, predictor, Path(scan.root))
     loss, acc = _curves(result.history or history)
     done = "Cancelled: kept the best finished epoch." if result.cancelled else "Training finished."
     shown = gr.Button(visible=True)
@@ -620,12 +619,6 @@ def _learning_rate(value: str | float | None) -> float | None:
     if not 0.0 < lr < 1.0:
         raise gr.Error(f"Learning rate {value!r}: use a number between 0 and 1 (e.g. 0.001), or 'automatic'.")
     return lr
-
-
-def _save(path: Path, result) -> Path:
-    from posture.checkpoints import save_checkpoint
-
-    return save_checkpoint(path, result.model, result.info)
 
 
 def _status(event) -> str:

@@ -1,6 +1,7 @@
 """The app in a real browser (Playwright + Debian chromium) against the real app on localhost.
 
-Screenshots go to the pytest tmp folder of each test (printed at the end of each test);
+Screenshots go to $POSTURE_TEST_OUTPUT/app/ when set (tests/run.sh sets it), else to each
+test's pytest tmp folder (their paths are printed);
 with POSTURE_README_SCREENSHOT=1 the Predict tab is also saved as docs/screenshot.png.
 """
 
@@ -66,7 +67,11 @@ def page(browser, app_run) -> Page:
 
 
 def shot(page: Page, tmp_path: Path, name: str, full_page: bool = True) -> Path:
-    path = tmp_path / f"{name}.png"
+    """Screenshot into $POSTURE_TEST_OUTPUT/app/ (kept by CI) when set, else the test's tmp folder."""
+    out = os.environ.get("POSTURE_TEST_OUTPUT")
+    folder = Path(out) / "app" if out else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     return path
