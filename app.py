@@ -7,7 +7,8 @@ Whatever a visitor uploads or trains lives in that visitor's session (a gr.State
 and a private temp folder) and is deleted when the session ends or expires.
 
 Limits for a shared server (environment variables, defaults in brackets):
-POSTURE_MAX_UPLOAD_FILES [2000] and POSTURE_MAX_UPLOAD_MB [200] per dataset upload,
+POSTURE_MAX_UPLOAD_FILES [2000] images and POSTURE_MAX_UPLOAD_MB [200] MB per dataset upload
+(also the largest file the server accepts), POSTURE_MAX_FILE_MB [20] per image,
 POSTURE_MAX_EPOCHS [30] per training run, POSTURE_SESSION_TTL_MIN [120] minutes a
 session's files are kept after its last change. One training job runs at a time;
 other visitors queue. POSTURE_CHECKPOINTS [checkpoints/] and POSTURE_EXAMPLES
@@ -45,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = Path(os.environ.get("POSTURE_EXAMPLES", HERE / "examples"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_EPOCHS = int(os.environ.get("POSTURE_MAX_EPOCHS", "30"))
-MAX_UPLOAD_MB = int(os.environ.get("POSTURE_MAX_UPLOAD_MB", "200"))
+MAX_UPLOAD_MB = float(os.environ.get("POSTURE_MAX_UPLOAD_MB", "200"))
 SESSION_TTL_S = 60 * float(os.environ.get("POSTURE_SESSION_TTL_MIN", "120"))
 MAX_MISCLASSIFIED_SHOWN = 12
 THUMBNAILS_PER_CLASS = 4
@@ -815,10 +816,10 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
             train_status = gr.Markdown(elem_id="train-status")
             with gr.Row():
-                loss_plot = gr.LinePlot(x="epoch", y="loss", color="split", title="Loss", height=260,
+                loss_plot = gr.LinePlot(x="epoch", y="loss", color="split", title="Loss", height=300,
                                         x_axis_format="d", label="Loss per epoch")
                 acc_plot = gr.LinePlot(x="epoch", y="accuracy", color="split", title="Accuracy",
-                                       y_lim=[0, 1], height=260, x_axis_format="d", label="Accuracy per epoch")
+                                       y_lim=[0, 1], height=300, x_axis_format="d", label="Accuracy per epoch")
             train_results = gr.Markdown(elem_id="train-results")
             with gr.Row():
                 per_class_table = gr.Dataframe(label="Per class (validation)", interactive=False,
@@ -898,4 +899,5 @@ if __name__ == "__main__":
     if not bundled_checkpoints():
         print(f"No bundled checkpoints in {bundled_dir()}: the app starts without models. "
               "Upload or train one in the browser, or set POSTURE_CHECKPOINTS.")
-    demo.launch(head=FOLDER_LAYOUT_JS, max_file_size=f"{MAX_UPLOAD_MB}mb")
+    # No run history: it would keep visitors' photos in the browser beyond their session.
+    demo.launch(head=FOLDER_LAYOUT_JS, max_file_size=int(MAX_UPLOAD_MB * 2**20), run_history=False)

@@ -262,7 +262,8 @@ def test_without_bundled_checkpoints_the_app_starts_and_expired_sessions_are_del
     work = tmp_path / "app"
     ckpt = save_checkpoint(tmp_path / "mine.safetensors", build_model("resnet14", 2),
                            ModelInfo(arch="resnet14", class_names=CLASSES, input_size=64))
-    with running_app(work, empty, POSTURE_SESSION_TTL_MIN="0.05") as url:  # 3 s
+    limits = {"POSTURE_SESSION_TTL_MIN": "0.05", "POSTURE_MAX_UPLOAD_FILES": "5", "POSTURE_MAX_EPOCHS": "2"}
+    with running_app(work, empty, **limits) as url:  # sessions expire after 3 s
         assert "No bundled checkpoints" in (work / "app.log").read_text()
         client = Client(url, verbose=False)
         *_, table = client.predict(api_name="/models")
@@ -272,8 +273,16 @@ def test_without_bundled_checkpoints_the_app_starts_and_expired_sessions_are_del
         with pytest.raises(AppError, match="Choose a model"):
             client.predict(handle_file(str(photo)), None, 0.5, api_name="/predict")
 
+        data = make_dataset(tmp_path / "d", per_class=3, size=(32, 32))
+        with pytest.raises(AppError, match="5"):  # 6 images, 5 allowed
+            client.predict(handle_file(str(zip_folder(data, tmp_path / "d.zip"))), api_name="/check_zip")
+        with pytest.raises(AppError, match="maximum value 2"):
+            client.predict("resnet14", "scratch", "automatic", 3, "automatic", 4, "64", 0.3, 0, api_name="/train")
+
+        client = Client(url, verbose=False)
+        before = set(work.glob("posture-app-*/session-*"))
         client.predict(handle_file(str(ckpt)), api_name="/upload_model")
-        folders = list(work.glob("posture-app-*/session-*"))
+        folders = list(set(work.glob("posture-app-*/session-*")) - before)
         assert len(folders) == 1 and any(folders[0].iterdir())
         deadline = time.monotonic() + 30
         while folders[0].exists() and time.monotonic() < deadline:
