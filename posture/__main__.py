@@ -119,6 +119,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         report = evaluate_folder(predictor, args.data, report_dir=args.report, progress=on_progress)
     m = report.metrics
+    if args.record_as:
+        from posture.checkpoints import record_metrics, resolve_checkpoint
+
+        record_metrics(resolve_checkpoint(args.model), args.record_as, {**m, "data": str(args.data)})
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -180,6 +184,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundled model name or checkpoint path")
     p.add_argument("--data", required=True)
     p.add_argument("--report", default=None, help="write metrics.json, predictions.csv, PNGs here")
+    p.add_argument("--record-as", default=None, metavar="NAME",
+                   help="also store the metrics in the checkpoint's header under NAME (e.g. test)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

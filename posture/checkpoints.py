@@ -36,6 +36,7 @@ __all__ = [
     "bundled_dir",
     "load_checkpoint",
     "read_info",
+    "record_metrics",
     "resolve_checkpoint",
     "save_checkpoint",
 ]
@@ -188,3 +189,11 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         return bundled[str(name_or_path)]
     known = ", ".join(bundled) or f"none found in {bundled_dir()}"
     raise CheckpointError(f"{name_or_path}: no such checkpoint file or bundled model (bundled: {known})")
+
+
+def record_metrics(path: str | Path, name: str, metrics: dict[str, Any]) -> ModelInfo:
+    """Store `metrics` under `name` (e.g. "test") in a checkpoint's header, atomically."""
+    model, info = load_checkpoint(path)
+    info.metrics = {**info.metrics, name: metrics}
+    save_checkpoint(path, model, info)
+    return info
