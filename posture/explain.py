@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from captum.attr import LayerGradCam
 from torch import nn
 
 from posture.models import cam_layer
@@ -85,6 +84,8 @@ def grad_cam(
         if target is None:
             return logits.gather(1, logits.argmax(dim=1, keepdim=True))  # (B, 1)
         return logits
+
+    from captum.attr import LayerGradCam  # imported on first use: captum costs ~0.6 s at start-up
 
     with model_lock(model), _inference_setup(model), torch.enable_grad():
         attr = LayerGradCam(forward, layer).attribute(

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image
 
-__all__ = ["colorize", "overlay_heatmap"]
+__all__ = ["ENCODINGS", "colorize", "encode_image", "overlay_heatmap"]
+
+# Browser formats and their fast settings: JPEG q90 encodes a 1 MP overlay in a few ms;
+# PNG at compress_level 1 is lossless and ~3x faster than PIL's default level 6.
+ENCODINGS = {"jpeg": {"format": "JPEG", "quality": 90}, "png": {"format": "PNG", "compress_level": 1}}
 
 
 @lru_cache(maxsize=8)
 def _lut(name: str) -> np.ndarray:
     """(256, 3) uint8 lookup table for a matplotlib colormap."""
+    from matplotlib import colormaps  # imported on first use: it costs ~0.2 s at start-up
+
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -43,3 +49,13 @@ def overlay_heatmap(
         raise ValueError(f"heatmap {heatmap.shape} does not match image {image.height}x{image.width}")
     colours = Image.fromarray(colorize(heatmap, colormap))
     return Image.blend(image.convert("RGB"), colours, alpha)
+
+
+def encode_image(image: Image.Image, fmt: str = "jpeg") -> bytes:
+    """Encode an RGB image for a browser: "jpeg" (quality 90) or "png" (compress level 1)."""
+    key = fmt.lower().replace("jpg", "jpeg")
+    if key not in ENCODINGS:
+        raise ValueError(f"format must be one of {', '.join(ENCODINGS)}, got {fmt!r}")
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, **ENCODINGS[key])
+    return buf.getvalue()

@@ -15,8 +15,9 @@ from torch import nn
 from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
 from posture.explain import grad_cam
 from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
-from posture.overlay import overlay_heatmap
+from posture.overlay import encode_image, overlay_heatmap
 from posture.preprocess import Letterbox, to_input
+from posture.serving import ServingModel
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -44,6 +45,10 @@ class Prediction:
             return self.image.copy()
         return overlay_heatmap(self.image, self.heatmap, alpha=alpha, colormap=colormap)
 
+    def overlay_bytes(self, alpha: float = 0.5, fmt: str = "jpeg", colormap: str = "jet") -> bytes:
+        """The overlay encoded for a browser: "jpeg" (quality 90, fastest) or "png" (fast, lossless)."""
+        return encode_image(self.overlay(alpha, colormap), fmt)
+
     def to_dict(self) -> dict:
         """JSON-friendly summary (no pixels)."""
         return {
@@ -56,21 +61,35 @@ class Prediction:
 
 
 class Predictor:
-    """One read-only model and its metadata; safe to share between threads."""
+    """One read-only model and its metadata; safe to share between threads.
 
-    def __init__(self, model: nn.Module, info: ModelInfo, name: str | None = None) -> None:
+    `precision` ("auto", "fp32" or "bf16"; default $POSTURE_PRECISION, else "auto") picks
+    the serving path: "auto" runs the backbone in bfloat16 where the CPU supports it
+    natively, else in fp32 (see `posture.serving`). The fast backbone is built on the
+    first prediction.
+    """
+
+    def __init__(
+        self, model: nn.Module, info: ModelInfo, name: str | None = None, precision: str | None = None
+    ) -> None:
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # serving only; Grad-CAM needs gradients of activations alone
         self.info = info
         self.name = name or info.arch
+        self.serving = ServingModel(self.model, info.input_size, precision)
+
+    @property
+    def precision(self) -> str:
+        """The precision the backbone runs in: "fp32" or "bf16"."""
+        return self.serving.precision if self.serving.split else "fp32"
 
     @classmethod
-    def from_checkpoint(cls, name_or_path: str | Path) -> "Predictor":
+    def from_checkpoint(cls, name_or_path: str | Path, precision: str | None = None) -> "Predictor":
         """Load a bundled model by name (e.g. "resnet18") or a checkpoint file."""
         path = resolve_checkpoint(name_or_path)
         model, info = load_checkpoint(path)
-        return cls(model, info, name=path.stem)
+        return cls(model, info, name=path.stem, precision=precision)
 
     @property
     def class_names(self) -> list[str]:
@@ -105,13 +124,7 @@ class Predictor:
         prepared = [self.prepare(s) for s in sources]
         x = torch.cat([p[1] for p in prepared])  # (B, 3, S, S)
         index = None if target is None else self.class_index(target)
-        if explain:
-            result = grad_cam(self.model, x, target=index)
-            logits, cams, explained = result.logits, result.cams, result.targets.tolist()
-        else:
-            with torch.inference_mode():
-                logits = self.model(x)
-            cams, explained = None, None
+        logits, cams, explained = self._run(x, index, explain)
         probs = torch.softmax(logits.float(), dim=1).numpy()
         names = self.class_names
         out = []
@@ -133,3 +146,18 @@ class Predictor:
         for pred in out:
             pred.latency_ms = per_image
         return out
+
+    def _run(
+        self, x: torch.Tensor, index: int | None, explain: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int] | None]:
+        """(B, 3, S, S) -> logits, Grad-CAMs (B, h, w) or None, explained class per image or None."""
+        serving = self.serving
+        if serving.split:
+            model, x, layer = serving.head, serving.features(x), serving.head.cam
+        else:
+            model, layer = self.model, None
+        if explain:
+            result = grad_cam(model, x, target=index, layer=layer)
+            return result.logits, result.cams, result.targets.tolist()
+        with torch.inference_mode():
+            return model(x), None, None

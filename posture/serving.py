@@ -1,0 +1,147 @@
+"""Fast CPU serving: a precision choice and a frozen, channels-last copy of a model's backbone.
+
+A model is served as two parts. The backbone (`forward_features`, every conv) runs
+either in fp32 eagerly, exactly as trained, or, where the CPU computes bfloat16
+natively (AVX512-BF16 or AMX), as a bfloat16 channels-last copy traced and frozen with
+TorchScript (batch norm folded into the convolutions): about 2x faster at batch 1.
+Freezing costs a second or two, paid on the first prediction. The head (global average pool + linear) stays in fp32 eager,
+behind an identity layer on which Grad-CAM hooks, so a single backbone pass gives both
+the logits and the explanation (for these models Grad-CAM needs the gradient at the
+last conv stage only, which the head alone provides).
+
+`precision` is "fp32", "bf16" or "auto" (bf16 where supported, else fp32); the
+POSTURE_PRECISION environment variable sets the default. A model that does not split
+into these two parts is served eagerly in fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from posture.models import classifier
+
+__all__ = ["PRECISIONS", "PRECISION_ENV", "ServingModel", "bf16_supported", "resolve_precision"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_ENV = "POSTURE_PRECISION"
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions that oneDNN uses."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str | None = None) -> str:
+    """"fp32" or "bf16" for a requested precision (None: $POSTURE_PRECISION, else "auto")."""
+    requested = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested == "auto":
+        return "bf16" if bf16_supported() else "fp32"
+    return requested
+
+
+class _Head(nn.Module):
+    """Global average pool + the model's own linear layer, behind an identity Grad-CAM hooks on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.cam = nn.Identity()
+        self.avgpool = model.avgpool
+        self.fc = classifier(model)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.cam(features)), 1))
+
+
+class ServingModel:
+    """A model split into a fast frozen backbone and an fp32 head; thread-safe once built."""
+
+    def __init__(self, model: nn.Module, input_size: int, precision: str | None = None) -> None:
+        self.model = model
+        self.input_size = input_size
+        self.precision = resolve_precision(precision)
+        self.head: nn.Module | None = _Head(model) if _splits(model) else None
+        self._backbone: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._build_lock = threading.Lock()
+
+    @property
+    def split(self) -> bool:
+        """Whether the model is served as backbone + head (else: eager, whole)."""
+        return self.head is not None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) fp32 -> (B, C, h, w) fp32 last-stage features, no autograd graph."""
+        if self.precision == "fp32":
+            with torch.no_grad():
+                return self.model.forward_features(x)
+        backbone = self._backbone or self._build()
+        with torch.inference_mode():
+            out = backbone(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+        return out.float().clone()  # a normal tensor (not an inference one) Grad-CAM may use
+
+    def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        with self._build_lock:
+            if self._backbone is None:
+                self._backbone = _freeze_backbone(self.model, self.input_size, torch.bfloat16)
+            return self._backbone
+
+
+def _splits(model: nn.Module) -> bool:
+    """Whether model(x) == head(forward_features(x)) for this model's structure."""
+    if not all(hasattr(model, a) for a in ("forward_features", "avgpool")):
+        return False
+    try:
+        classifier(model)
+    except AttributeError:
+        return False
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            whole = model(x)
+            parts = _Head(model)(model.forward_features(x))
+    finally:
+        model.train(was_training)
+    return whole.shape == parts.shape and torch.allclose(whole, parts, rtol=1e-4, atol=1e-5)
+
+
+class _Backbone(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _freeze_backbone(model: nn.Module, input_size: int, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A frozen TorchScript copy of `model.forward_features` in `dtype`, channels-last."""
+    import copy
+
+    backbone = _Backbone(copy.deepcopy(model)).eval().to(dtype=dtype, memory_format=torch.channels_last)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    example = torch.zeros(1, 3, input_size, input_size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of compile
+            traced = torch.jit.trace(backbone, example)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            for _ in range(2):  # the profiling executor specialises on the first calls: pay for it here
+                frozen(example)
+        return frozen
+    except RuntimeError as exc:  # a torch without TorchScript: eager is slower, not wrong
+        warnings.warn(f"TorchScript freezing failed ({exc}); serving the backbone eagerly", RuntimeWarning)
+        return backbone
