@@ -13,14 +13,19 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
-from PIL import Image
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere, without installing
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(os.environ.get("POSTURE_BENCH_CACHE", Path(tempfile.gettempdir()) / "posture-bench"))
@@ -135,3 +140,65 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def app_checkpoints(folder: Path) -> Path:
+    """A POSTURE_CHECKPOINTS folder holding the benchmark resnet14 and resnet18."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for arch in ("resnet14", "resnet18"):
+        target = folder / f"{arch}.safetensors"
+        if not target.exists():
+            shutil.copy(benchmark_checkpoint(arch), target)
+    return folder
+
+
+def start_app(workdir: Path, checkpoints: Path, **env: str) -> tuple[subprocess.Popen, str, float]:
+    """Launch `python app.py` on a free localhost port: -> process, URL, launch time (perf_counter)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+                "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+                "TMPDIR": str(workdir), "POSTURE_CHECKPOINTS": str(checkpoints),
+                "POSTURE_EXAMPLES": str(workdir / "no-examples"), "PYTHONUNBUFFERED": "1", **env}
+    log = (workdir / "app.log").open("w")
+    launched = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}", launched
+
+
+def wait_for_app(proc: subprocess.Popen, url: str, timeout: float = 180.0) -> None:
+    """Poll the app's /config until it answers."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/config", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"app did not answer in {timeout} s")
+        time.sleep(0.1)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """Stop the app's process group (only what start_app started)."""
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
