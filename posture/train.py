@@ -31,6 +31,7 @@ from posture.evaluate import EvalReport, evaluate_items
 from posture.imagedata import Augment, ImageDataset
 from posture.models import build_model, classifier, freeze_backbone, pooled_features, reset_classifier
 from posture.predict import Predictor
+from posture.serving import resolve_precision
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train"]
 
@@ -56,6 +57,7 @@ class TrainConfig:
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
     cache_features: bool = True  # frozen path: train the head on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
+    precision: str = "auto"  # full training: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default."""
@@ -228,10 +230,14 @@ def _fit_full(model, cfg, train_items, val_items, weights, loop: _Loop) -> None:
         # One worker decodes the next batch while this process trains on the current one.
         return DataLoader(train_ds, batch_sampler=index_batches, num_workers=cfg.workers)
 
+    # bf16 autocast roughly halves step time on CPUs with native bf16; weights stay fp32.
+    bf16 = not cfg.freeze and resolve_precision(cfg.precision) == "bf16"
+
     def step(batch):
         model.train(not cfg.freeze)  # a frozen backbone keeps its BatchNorm statistics
         x, y = batch  # (B, 3, S, S), (B,)
-        logits = model(x.contiguous(memory_format=torch.channels_last))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
         return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum()), len(y)
 
     def validate() -> tuple[float, float]:
