@@ -18,7 +18,14 @@ import numpy as np
 from posture.metrics import cam_box_scores, classification_metrics
 from posture.predict import Predictor
 
-__all__ = ["EvalReport", "evaluate_folder", "evaluate_items", "read_boxes", "write_report"]
+__all__ = [
+    "EvalReport",
+    "evaluate_folder",
+    "evaluate_items",
+    "plot_learning_curves",
+    "read_boxes",
+    "write_report",
+]
 
 Box = tuple[float, float, float, float]
 
@@ -101,12 +108,11 @@ def _size(path: Path) -> tuple[int, int]:
         return img.size
 
 
-def write_report(report: EvalReport, report_dir: Path, class_names: Sequence[str]) -> None:
-    """metrics.json, predictions.csv and confusion.png into `report_dir`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+def write_report(
+    report: EvalReport, report_dir: Path, class_names: Sequence[str], history: Sequence[dict] = ()
+) -> None:
+    """metrics.json, predictions.csv, confusion.png (and learning_curves.png) into `report_dir`."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "metrics.json").write_text(json.dumps(report.metrics, indent=2))
@@ -116,7 +122,8 @@ def write_report(report: EvalReport, report_dir: Path, class_names: Sequence[str
         writer.writeheader()
         writer.writerows(report.rows)
     cm = np.array(report.metrics["confusion"])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(class_names), 1.2 + 1.1 * len(class_names)))
+    fig = Figure(figsize=(1.6 + 1.1 * len(class_names), 1.2 + 1.1 * len(class_names)))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
@@ -127,7 +134,27 @@ def write_report(report: EvalReport, report_dir: Path, class_names: Sequence[str
     ax.set_title(f"accuracy {report.metrics['accuracy']:.3f} (n={report.metrics['n']})")
     fig.tight_layout()
     fig.savefig(report_dir / "confusion.png", dpi=120)
-    plt.close(fig)
+    if history:
+        plot_learning_curves(history, report_dir / "learning_curves.png")
+
+
+def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
+    """Train vs validation loss and accuracy per epoch, from a checkpoint's history."""
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for key, style in (("train", "-"), ("val", "--")):
+        ax_loss.plot(epochs, [h[f"{key}_loss"] for h in history], style, marker="o", ms=3, label=key)
+        ax_acc.plot(epochs, [h[f"{key}_acc"] for h in history], style, marker="o", ms=3, label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0.4, 1.01))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def evaluate_folder(
@@ -151,5 +178,5 @@ def evaluate_folder(
         misclassified_dir=report_dir / "misclassified" if report_dir else None,
     )
     if report_dir is not None:
-        write_report(report, report_dir, predictor.class_names)
+        write_report(report, report_dir, predictor.class_names, predictor.info.history)
     return report

@@ -29,7 +29,7 @@ def test_report_on_a_synthetic_folder(checkpoint_dir, synth_set, tmp_path):
     assert m["n"] == 8 and sum(map(sum, m["confusion"])) == 8
     assert 0.0 <= m["cam_mass_in_box"] <= 1.0 and 0.0 <= m["pointing_game"] <= 1.0
     assert all("cam_mass_in_box" in row for row in report.rows)
-    files = {p.name for p in (tmp_path / "report").iterdir()}
+    files = {p.name for p in (tmp_path / "report").iterdir()}  # the tiny checkpoint has no history
     assert {"metrics.json", "predictions.csv", "confusion.png"} <= files
     wrong = len(report.misclassified)
     assert len(list((tmp_path / "report" / "misclassified").glob("*.png"))) == wrong if wrong else True
