@@ -752,7 +752,7 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                     verdict = gr.Label(label="Verdict and class probabilities", elem_id="verdict")
                     overlay = gr.Image(label="Grad-CAM overlay", type="pil", interactive=False, height=380,
                                        elem_id="overlay")
-                    caption = gr.Markdown(elem_id="caption")
+                    caption = gr.Markdown(label="Details", elem_id="caption")
                     with gr.Row():
                         alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity",
                                           elem_id="opacity")
@@ -777,11 +777,11 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                 with gr.Column():
                     verdict_a = gr.Label(label="Model A", elem_id="verdict-a")
                     overlay_a = gr.Image(label="Model A: Grad-CAM", interactive=False, height=320)
-                    caption_a = gr.Markdown()
+                    caption_a = gr.Markdown(label="Model A details")
                 with gr.Column():
                     verdict_b = gr.Label(label="Model B", elem_id="verdict-b")
                     overlay_b = gr.Image(label="Model B: Grad-CAM", interactive=False, height=320)
-                    caption_b = gr.Markdown()
+                    caption_b = gr.Markdown(label="Model B details")
 
         with gr.Tab("Retrain", id="retrain"):
             gr.Markdown("Train a model on your own labelled photos: **one sub-folder per class**, the folder "
@@ -792,7 +792,7 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                 zip_file = gr.File(file_types=[".zip"], label="…or a .zip of the same layout", height=140,
                                    elem_id="dataset-zip")
             folder_layout = gr.Textbox(visible="hidden", elem_id="dataset-folder-layout")
-            dataset_summary = gr.Markdown("*No dataset checked yet.*", elem_id="dataset-summary")
+            dataset_summary = gr.Markdown("*No dataset checked yet.*", label="Dataset check", elem_id="dataset-summary")
             thumbnails = gr.Gallery(label="A few images per class", columns=8, height=200, elem_id="thumbnails")
             skipped = gr.Dataframe(label="Skipped files", headers=["file", "reason"], visible=False,
                                    interactive=False, elem_id="skipped")
@@ -819,13 +819,13 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
             with gr.Row():
                 train_button = gr.Button("Train", variant="primary", elem_id="train")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
-            train_status = gr.Markdown(elem_id="train-status")
+            train_status = gr.Markdown(label="Training status", elem_id="train-status")
             with gr.Row():
                 loss_plot = gr.LinePlot(x="epoch", y="loss", color="split", title="Loss", height=300,
                                         x_axis_format="d", label="Loss per epoch")
                 acc_plot = gr.LinePlot(x="epoch", y="accuracy", color="split", title="Accuracy",
                                        y_lim=[0, 1], height=300, x_axis_format="d", label="Accuracy per epoch")
-            train_results = gr.Markdown(elem_id="train-results")
+            train_results = gr.Markdown(label="Training results", elem_id="train-results")
             with gr.Row():
                 per_class_table = gr.Dataframe(label="Per class (validation)", interactive=False,
                                                visible=False, elem_id="per-class")
@@ -845,7 +845,7 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
                                         interactive=False, wrap=True, elem_id="models-table")
             model_file = gr.File(file_types=[".safetensors"], label="Add a posture checkpoint (.safetensors)",
                                  height=120, elem_id="model-upload")
-            model_message = gr.Markdown(elem_id="model-message")
+            model_message = gr.Markdown(label="Upload result", elem_id="model-message")
 
         with gr.Tab("About", id="about"):
             gr.Markdown(ABOUT)
