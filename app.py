@@ -18,6 +18,7 @@ other visitors queue. POSTURE_CHECKPOINTS [checkpoints/] and POSTURE_EXAMPLES
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import queue
@@ -91,6 +92,7 @@ class Session:
     dataset: DatasetScan | None = None  # the last checked upload
     cancel: threading.Event | None = None  # set to stop the running training job
     last_trained: str | None = None
+    last_refusal: str = ""  # why the last dataset upload was refused, shown under the upload boxes
     counter: int = 0
     session_hash: str | None = None
 
@@ -398,13 +400,34 @@ def _dataset_summary(scan: DatasetScan) -> tuple:
 
 
 def _scan(root: Path, session: Session, upload_name: str, unplaced: list[tuple[str, str]] = ()) -> tuple:
-    session.dataset = None
     scan = _call(scan_dataset, root, UploadLimits.from_env(), shown_as={str(root): upload_name})
     scan.skipped = list(unplaced) + list(scan.skipped)
     session.dataset = scan
     return (*_dataset_summary(scan), session)
 
 
+def _refused(check):
+    """Remember why a dataset check failed, for `show_refusal`, then fail as usual."""
+    @functools.wraps(check)
+    def run(*args, **kwargs):
+        session = next(a for a in args if isinstance(a, Session))
+        session.dataset, session.last_refusal = None, ""
+        try:
+            return check(*args, **kwargs)
+        except gr.Error as exc:
+            session.last_refusal = exc.message
+            raise
+    return run
+
+
+def show_refusal(session: Session):
+    """Put the reason an upload was refused (with the expected layout) where the summary goes."""
+    text = (f"**This upload cannot be used for training.**\n\n```\n{session.last_refusal}\n```"
+            if session.last_refusal else "*No dataset checked yet.*")
+    return text, [], gr.Dataframe(visible=False)
+
+
+@_refused
 def check_zip(file, session: Session, request: gr.Request):
     """Extract an uploaded .zip (one sub-folder per class) and show what it holds."""
     if not file:
@@ -417,6 +440,7 @@ def check_zip(file, session: Session, request: gr.Request):
     return _scan(dest, session, name)
 
 
+@_refused
 def check_folder(files, layout: str, session: Session, request: gr.Request):
     """Rebuild an uploaded folder's class sub-folders in the session folder and show what it holds.
 
@@ -875,11 +899,13 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
     dataset_outputs = [dataset_summary, thumbnails, skipped, session_state]
     checking = dict(fn=lambda: "*Checking the upload…*", outputs=dataset_summary, queue=False,
                     api_visibility="private", show_progress="hidden")
+    refusal = dict(fn=show_refusal, inputs=session_state, outputs=dataset_outputs[:3], api_visibility="private",
+                   show_progress="hidden")
     zip_file.upload(**checking).then(check_zip, [zip_file, session_state], dataset_outputs,
-                                     api_name="check_zip", show_progress_on=[dataset_summary])
+                                     api_name="check_zip", show_progress_on=[dataset_summary]).failure(**refusal)
     folder.upload(**checking).then(check_folder, [folder, folder_layout, session_state], dataset_outputs,
                                    api_name="check_folder", preprocess=False,
-                                   show_progress_on=[dataset_summary])
+                                   show_progress_on=[dataset_summary]).failure(**refusal)
     arch.change(init_for_arch, arch, init, api_name="init_choices")
     train_button.click(
         train_model,

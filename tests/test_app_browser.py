@@ -256,3 +256,21 @@ def test_readme_screenshot(browser, app_run, tmp_path):
             (REPO / "docs").mkdir(exist_ok=True)
             page.screenshot(path=str(REPO / "docs" / "screenshot.png"))
     assert path.stat().st_size > 10_000
+
+
+def test_a_layout_that_cannot_train_is_explained(page, tmp_path):
+    flat = tmp_path / "holiday_photos"
+    flat.mkdir()
+    for i in range(3):
+        side_photo(seed=i).save(flat / f"{i}.png")
+    page.get_by_role("tab", name="Retrain").click()
+    page.locator("#dataset-zip input[type=file]").set_input_files(str(zip_folder(flat, tmp_path / "holiday.zip")))
+    toast = page.locator("[data-testid='toast-body']").first
+    expect(toast).to_contain_text("at least 2 classes")
+    expect(toast).to_contain_text("turtle_neck/")  # the expected layout
+    expect(toast).not_to_contain_text("/tmp/")
+    summary = page.locator("#dataset-summary")
+    expect(summary).to_contain_text("cannot be used for training")
+    expect(summary.locator("pre")).to_contain_text("turtle_neck/")  # the layout, laid out
+    page.wait_for_timeout(600)  # the toast fades in
+    shot(page, tmp_path, "retrain-refused-layout", full_page=False)
