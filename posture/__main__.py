@@ -75,7 +75,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
                          batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split,
-                         seed=args.seed, patience=args.patience, feature_views=args.feature_views)
+                         seed=args.seed, patience=args.patience, feature_views=args.feature_views,
+                         storage_dtype=args.storage)
     bar = tqdm(total=0, unit="batch", dynamic_ncols=True)
 
     def on_event(event) -> None:
@@ -177,6 +178,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--feature-views", type=int, default=0, help="frozen path: augmented views to cache")
+    p.add_argument("--storage", default="float32", choices=["float32", "float16"],
+                   help="dtype of the saved weights (float16 halves the file)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_train)
 

@@ -44,6 +44,7 @@ __all__ = [
 FORMAT = "posture-checkpoint/1"
 # Our headers hold a few KB of JSON; anything near this is not one of ours.
 MAX_HEADER_BYTES = 4 * 1024 * 1024
+_STORAGE = {"float32": torch.float32, "float16": torch.float16}
 _JSON_FIELDS = ("class_names", "mean", "std", "metrics", "train_config", "history")
 
 
@@ -62,6 +63,7 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch
+    storage_dtype: str = "float32"  # "float16" halves the file; weights load back as float32
 
     @property
     def num_classes(self) -> int:
@@ -99,6 +101,8 @@ class ModelInfo:
             or len(set(names)) != len(names)
         ):
             raise CheckpointError(f"{source}: class_names must be 2 or more distinct strings")
+        if info.storage_dtype not in _STORAGE:
+            raise CheckpointError(f"{source}: unknown storage_dtype {info.storage_dtype!r}")
         if not 16 <= info.input_size <= 1024 or len(info.mean) != 3 or len(info.std) != 3:
             raise CheckpointError(f"{source}: implausible input_size or normalisation")
         return info
@@ -110,7 +114,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     if not info.created_at:
         info.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if info.storage_dtype not in _STORAGE:
+        raise ValueError(f"storage_dtype must be one of {', '.join(_STORAGE)}, got {info.storage_dtype!r}")
+    dtype = _STORAGE[info.storage_dtype]
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

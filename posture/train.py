@@ -58,6 +58,7 @@ class TrainConfig:
     cache_features: bool = True  # frozen path: train the head on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
     precision: str = "auto"  # full training: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
+    storage_dtype: str = "float32"  # checkpoint weights: "float16" halves the file
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default."""
@@ -327,7 +328,7 @@ def train(
     model.load_state_dict(loop.best)
     freeze_backbone(model, False)
     info = ModelInfo(arch=cfg.arch, class_names=names, input_size=int(cfg.img_size), init=cfg.init,
-                     train_config=asdict(cfg), history=history)
+                     train_config=asdict(cfg), history=history, storage_dtype=cfg.storage_dtype)
     if cancelled:
         emit(TrainEvent("done", epochs=cfg.epochs, message="cancelled; kept the best finished epoch"))
         return TrainResult(model.eval(), info, history, cancelled=True)

@@ -16,6 +16,7 @@ from posture.checkpoints import (
     ModelInfo,
     load_checkpoint,
     read_info,
+    record_metrics,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -116,3 +117,19 @@ def test_resolve_bundled_name_or_path(checkpoint_dir, monkeypatch):
     assert resolve_checkpoint(checkpoint_dir / "resnet18.safetensors").name == "resnet18.safetensors"
     with pytest.raises(CheckpointError, match="bundled: resnet14, resnet18"):
         resolve_checkpoint("resnet50")
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet14", 2).eval()
+    full = save_checkpoint(tmp_path / "a.safetensors", model, ModelInfo("resnet14", CLASSES, 64))
+    half = save_checkpoint(tmp_path / "b.safetensors", model,
+                           ModelInfo("resnet14", CLASSES, 64, storage_dtype="float16"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, info = load_checkpoint(half)
+    assert info.storage_dtype == "float16" and loaded.conv1.weight.dtype == torch.float32
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=2e-2, rtol=1e-2)
+    record_metrics(half, "test", {"accuracy": 1.0})  # re-saving keeps the storage dtype
+    assert read_info(half).storage_dtype == "float16" and half.stat().st_size < 0.6 * full.stat().st_size
