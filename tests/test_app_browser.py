@@ -242,7 +242,7 @@ def test_readme_screenshot(browser, app_run, tmp_path):
                 examples = synthetic_examples(tmp_path / "examples")
             url = stack.enter_context(running_app(tmp_path / "app", bundled, examples))
         context = stack.enter_context(contextlib.closing(
-            browser.new_context(viewport={"width": 1280, "height": 860})))
+            browser.new_context(viewport={"width": 1280, "height": 1000})))
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
@@ -250,6 +250,7 @@ def test_readme_screenshot(browser, app_run, tmp_path):
         examples_block = page.locator("#photo").locator("xpath=ancestor::div[contains(@class,'column')][1]")
         examples_block.locator("img").last.click()
         expect(page.locator("#caption")).to_contain_text("Heatmap")
+        page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(500)
         path = shot(page, tmp_path, "readme", full_page=False)
         if for_readme:
