@@ -125,6 +125,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path
     os.close(fd)
     try:
         save_file(state, tmp, metadata=info.to_metadata())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
