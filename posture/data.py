@@ -8,30 +8,33 @@ skipped and reported. macOS and Windows litter (`__MACOSX`, dot-files, `Thumbs.d
 `desktop.ini`) is ignored silently. Symbolic links are never followed. Non-images
 and damaged images are skipped with a reason and training goes on with the rest.
 
-A zip is an untrusted upload: `extract_zip` checks every member's name, type, flags
-and sizes before writing a byte, counts real bytes while streaming (declared sizes
-can lie), writes only inside the destination and removes what it wrote on failure.
+Zip uploads are unpacked by `posture.archive.extract_zip` (re-exported here); the
+limits an upload must respect live in `posture.limits`.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import random
-import re
-import shutil
-import stat
 import unicodedata
 import warnings
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from posture.archive import extract_zip
 from posture.errors import DatasetError
 from posture.images import MAX_PIXELS
+from posture.limits import (
+    IMAGE_SUFFIXES,
+    LAYOUT_HELP,
+    MB,
+    UploadLimits,
+    find_dataset_root,
+    too_many_bytes,
+    too_many_files,
+    visible_entries,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -42,230 +45,6 @@ __all__ = [
     "scan_dataset",
     "stratified_split",
 ]
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-LAYOUT_HELP = """expected one folder per class, e.g.
-  my_data/
-    normal/       img001.jpg ...
-    turtle_neck/  img101.jpg ...
-or my_data/train/<class>/... with my_data/val/<class>/... beside it"""
-
-_IGNORED_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_CHUNK = 1 << 16
-# Ratios only matter above this size: a tiny file of zeros is harmless at any ratio.
-_RATIO_FLOOR = 1 << 20
-_MB = 2**20
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    """What one upload may contain; defaults suit a public Space, `from_env` lets operators change them."""
-
-    max_files: int = 2000  # images per upload
-    max_total_bytes: int = 200 * _MB  # uncompressed total
-    max_file_bytes: int = 20 * _MB
-    max_members: int = 5000  # zip entries of any kind
-    max_ratio: float = 200.0  # per-member and total compression ratio
-    max_depth: int = 8  # folder nesting
-    min_per_class: int = 2  # training needs >= 1 train + 1 val image per class
-
-    @classmethod
-    def local(cls) -> UploadLimits:
-        """For folders on the user's own disk (CLI, library): no caps on count or total size."""
-        return cls(max_files=2**62, max_total_bytes=2**62, max_members=2**62)
-
-    @classmethod
-    def from_env(cls) -> UploadLimits:
-        """Defaults, overridden by POSTURE_MAX_UPLOAD_FILES, _MAX_UPLOAD_MB (total), _MAX_FILE_MB."""
-        changes: dict[str, int] = {}
-        if (files := _env_number("POSTURE_MAX_UPLOAD_FILES")) is not None:
-            changes["max_files"] = int(files)
-        if (total_mb := _env_number("POSTURE_MAX_UPLOAD_MB")) is not None:
-            changes["max_total_bytes"] = int(total_mb * _MB)
-        if (file_mb := _env_number("POSTURE_MAX_FILE_MB")) is not None:
-            changes["max_file_bytes"] = int(file_mb * _MB)
-        return cls(**changes)
-
-
-def _env_number(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive number")
-    return value
-
-
-def _is_ignored(name: str) -> bool:
-    return name.startswith(".") or name.lower() in _IGNORED_NAMES
-
-
-# ---------------------------------------------------------------- zip archives
-
-
-def extract_zip(zip_path: str | Path, dest_dir: str | Path, limits: UploadLimits = UploadLimits()) -> Path:
-    """Safely extract into dest_dir (which must be empty or not exist); returns the dataset root."""
-    dest = Path(dest_dir)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise DatasetError(f"{dest}: zips are extracted into an empty folder only")
-    created = not dest.exists()
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        zf = _open_zip(Path(zip_path))
-        with zf:
-            files, folders = _plan_extraction(zf, limits)
-            # The archive's real size bounds the total too: declared sizes are the attacker's word.
-            ratio_total = max(_RATIO_FLOOR, int(limits.max_ratio * Path(zip_path).stat().st_size))
-            budget = min(limits.max_total_bytes, ratio_total)
-            for parts in folders:
-                dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
-            for info, parts in files:
-                budget -= _copy_member(zf, info, dest.joinpath(*parts), budget, limits)
-        return _find_root(dest, limits.max_depth)
-    except BaseException:
-        if created:
-            shutil.rmtree(dest, ignore_errors=True)
-        else:
-            for child in dest.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        raise
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    if not path.is_file():
-        raise DatasetError(f"{path.name}: no such file")
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        raise DatasetError(f"{path.name}: not a zip archive, or a damaged or truncated one ({exc})") from exc
-
-
-def _member_parts(name: str) -> tuple[str, ...]:
-    """The member's path as safe relative parts; backslashes count as separators (Windows zippers)."""
-    path = unicodedata.normalize("NFC", name.replace("\\", "/"))
-    if path.startswith("/") or _DRIVE.match(path):
-        raise DatasetError(f"zip refused: member {name!r} has an absolute path; zip the dataset folder")
-    parts = tuple(part for part in path.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise DatasetError(f"zip refused: member {name!r} points outside the archive ('..' in its path)")
-    return parts
-
-
-def _plan_extraction(zf: zipfile.ZipFile, limits: UploadLimits):
-    """Check every member before anything is written; returns (files, folders) to create."""
-    infos = zf.infolist()
-    if len(infos) > limits.max_members:
-        raise DatasetError(f"zip refused: {len(infos)} entries, more than the limit of {limits.max_members}")
-    files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-    folders: list[tuple[str, ...]] = []
-    seen: dict[str, str] = {}
-    images = declared = compressed = 0
-    for info in infos:
-        name = info.filename
-        parts = _member_parts(name)
-        kind = stat.S_IFMT(info.external_attr >> 16)
-        if kind == stat.S_IFLNK:
-            raise DatasetError(f"zip refused: member {name!r} is a symbolic link; zip the real files instead")
-        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise DatasetError(f"zip refused: member {name!r} is not a regular file or folder")
-        if info.flag_bits & 0x1:
-            raise DatasetError(f"zip refused: member {name!r} is encrypted; upload a zip without a password")
-        if not parts or any(_is_ignored(part) for part in parts):
-            continue
-        is_folder = name.replace("\\", "/").endswith("/") or kind == stat.S_IFDIR
-        if len(parts) - (0 if is_folder else 1) > limits.max_depth:
-            raise DatasetError(f"zip refused: {name!r} is nested more than {limits.max_depth} folders deep")
-        key = "/".join(parts)
-        if key in seen:
-            raise DatasetError(f"zip refused: {seen[key]!r} and {name!r} are the same path (duplicate names)")
-        seen[key] = name
-        if is_folder:
-            folders.append(parts)
-            continue
-        if info.file_size > limits.max_file_bytes:
-            raise DatasetError(
-                f"zip refused: {name!r} is {info.file_size / _MB:.0f} MB, more than the "
-                f"{limits.max_file_bytes / _MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
-            )
-        if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise DatasetError(
-                f"zip refused: {name!r} has a compression ratio above {limits.max_ratio:.0f}:1 (a zip bomb?)"
-            )
-        images += Path(key).suffix.lower() in IMAGE_SUFFIXES
-        declared += info.file_size
-        compressed += info.compress_size
-        files.append((info, parts))
-    if images > limits.max_files:
-        raise DatasetError(_too_many_files(images, limits))
-    if declared > limits.max_total_bytes:
-        raise DatasetError(_too_many_bytes(declared, limits))
-    if declared > _RATIO_FLOOR and declared > limits.max_ratio * max(compressed, 1):
-        raise DatasetError(f"zip refused: overall compression ratio above {limits.max_ratio:.0f}:1 (a bomb?)")
-    file_keys = {"/".join(parts) for _, parts in files}
-    for key in file_keys:
-        parents = key.split("/")[:-1]
-        for depth in range(1, len(parents) + 1):
-            if "/".join(parents[:depth]) in file_keys:
-                raise DatasetError(f"zip refused: {'/'.join(parents[:depth])!r} is both a file and a folder")
-    if file_keys & {"/".join(parts) for parts in folders}:
-        raise DatasetError("zip refused: a name is used both for a file and a folder")
-    return files, folders
-
-
-def _copy_member(
-    zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, limits: UploadLimits
-) -> int:
-    """Stream one member to `target`, counting real bytes against the limits; returns bytes written."""
-    ratio_cap = max(_RATIO_FLOOR, int(limits.max_ratio * max(info.compress_size, 1)))
-    cap = min(limits.max_file_bytes, budget, ratio_cap)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        # "xb": never overwrite, never follow a link planted at the target.
-        with zf.open(info) as src, open(target, "xb") as out:
-            while chunk := src.read(_CHUNK):
-                written += len(chunk)
-                if written > cap:
-                    raise DatasetError(_over_cap(info.filename, written, cap, budget, ratio_cap, limits))
-                out.write(chunk)
-    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise DatasetError(f"zip refused: member {info.filename!r} is damaged ({exc})") from exc
-    except NotImplementedError as exc:
-        raise DatasetError(f"zip refused: {info.filename!r} uses an unsupported compression; re-zip") from exc
-    except OSError as exc:
-        if exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
-            raise DatasetError(f"zip refused: {info.filename!r} cannot be used as a file name") from exc
-        raise
-    return written
-
-
-def _over_cap(name: str, written: int, cap: int, budget: int, ratio_cap: int, limits: UploadLimits) -> str:
-    if cap == limits.max_file_bytes:
-        why = f"more than the {limits.max_file_bytes / _MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
-    elif cap == ratio_cap:
-        why = f"a compression ratio above {limits.max_ratio:.0f}:1 (a zip bomb?)"
-    else:
-        why = "more than the archive's size allows (POSTURE_MAX_UPLOAD_MB, compression ratio)"
-    return f"zip refused: {name!r} unpacks to over {written} bytes, {why}; its header understated its size"
-
-
-def _too_many_files(count: int, limits: UploadLimits) -> str:
-    return (
-        f"{count} images is more than the limit of {limits.max_files} per upload "
-        f"(the server's POSTURE_MAX_UPLOAD_FILES setting); upload fewer"
-    )
-
-
-def _too_many_bytes(total: int, limits: UploadLimits) -> str:
-    return (
-        f"the upload holds {total / _MB:.0f} MB, over the limit of {limits.max_total_bytes / _MB:.0f} MB "
-        f"(the server's POSTURE_MAX_UPLOAD_MB setting); upload fewer or smaller images"
-    )
 
 
 # ---------------------------------------------------------------- folders
@@ -292,27 +71,10 @@ class DatasetScan:
         return sum(self.counts().values())
 
 
-def _visible(folder: Path) -> list[Path]:
-    return sorted(child for child in folder.iterdir() if not _is_ignored(child.name))
-
-
-def _find_root(root: Path, max_depth: int) -> Path:
-    """Descend through single-folder wrappers (`upload/mydata/normal/...` -> `upload/mydata`)."""
-    for _ in range(max_depth):
-        children = _visible(root)
-        folders = [c for c in children if c.is_dir() and not c.is_symlink()]
-        images = [c for c in children if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES]
-        # A lone folder of images is one class, not a wrapper: stop so the error says "one class".
-        if len(folders) != 1 or images or not any(c.is_dir() for c in _visible(folders[0])):
-            break
-        root = folders[0]
-    return root
-
-
 def _walk_images(folder: Path, root: Path, depth_left: int, skipped: list[tuple[str, str]]) -> list[Path]:
     """Image files under `folder`, recursively; everything else goes to `skipped` with a reason."""
     found = []
-    for entry in _visible(folder):
+    for entry in visible_entries(folder):
         rel = entry.relative_to(root).as_posix()
         if entry.is_symlink():
             skipped.append((rel, "symbolic link, not followed"))
@@ -335,7 +97,7 @@ def _class_folders(
 ) -> dict[str, list[Path]]:
     """Map each class folder under `folder` to its candidate images; refuse images lying beside them."""
     classes: dict[str, list[Path]] = {}
-    for entry in _visible(folder):
+    for entry in visible_entries(folder):
         if entry.is_dir() and not entry.is_symlink():
             depth_left = limits.max_depth - len(entry.relative_to(root).parts)
             classes[entry.name] = _walk_images(entry, root, depth_left, skipped)
@@ -346,7 +108,7 @@ def _class_folders(
 def _refuse_loose_images(folder: Path, skipped: list[tuple[str, str]], root: Path | None = None) -> None:
     """Files lying beside class folders: images mean a wrong layout, anything else is skipped."""
     loose = []
-    for entry in _visible(folder):
+    for entry in visible_entries(folder):
         rel = entry.relative_to(root or folder).as_posix()
         if entry.is_symlink():
             skipped.append((rel, "symbolic link, not followed"))
@@ -367,7 +129,7 @@ def _image_problem(path: Path, limits: UploadLimits) -> str | None:
     if size == 0:
         return "empty file (0 bytes)"
     if size > limits.max_file_bytes:
-        return f"larger than the {limits.max_file_bytes / _MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
+        return f"larger than the {limits.max_file_bytes / MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -389,9 +151,9 @@ def scan_dataset(root: str | Path, limits: UploadLimits = UploadLimits(), verify
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
-    root = _find_root(root, limits.max_depth)
+    root = find_dataset_root(root, limits.max_depth)
     skipped: list[tuple[str, str]] = []
-    names = {c.name.lower(): c for c in _visible(root) if c.is_dir() and not c.is_symlink()}
+    names = {c.name.lower(): c for c in visible_entries(root) if c.is_dir() and not c.is_symlink()}
     has_splits = "train" in names and "val" in names
     if has_splits:
         files = _class_folders(names.pop("train"), root, limits, skipped)
@@ -404,9 +166,9 @@ def scan_dataset(root: str | Path, limits: UploadLimits = UploadLimits(), verify
     groups = [files] + ([val_files] if val_files else [])
     candidates = [path for group in groups for paths in group.values() for path in paths]
     if len(candidates) > limits.max_files:
-        raise DatasetError(_too_many_files(len(candidates), limits))
+        raise DatasetError(too_many_files(len(candidates), limits))
     if (total := sum(path.stat().st_size for path in candidates)) > limits.max_total_bytes:
-        raise DatasetError(_too_many_bytes(total, limits))
+        raise DatasetError(too_many_bytes(total, limits))
     for group in groups:
         for name, paths in group.items():
             kept = []

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from posture.data import UploadLimits, _copy_member, extract_zip, scan_dataset, stratified_split
+from posture.archive import _copy_member
+from posture.data import UploadLimits, extract_zip, scan_dataset, stratified_split
 from posture.errors import DatasetError
 
 LAYOUT = "expected one folder per class"
