@@ -148,16 +148,23 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[list[int]]:
 
 
 def extract_features(
-    model: nn.Module, dataset: ImageDataset, batch_size: int, cancel: threading.Event | None = None
+    model: nn.Module,
+    dataset: ImageDataset,
+    batch_size: int,
+    cancel: threading.Event | None = None,
+    workers: int = 0,
 ) -> torch.Tensor:
     """Pooled backbone features of every item, in order: (N, D)."""
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # as in the plain loop: faster convolutions
     out = []
-    with torch.inference_mode():
-        for x, _ in DataLoader(dataset, batch_size=batch_size):
-            if cancel is not None and cancel.is_set():
-                raise TrainingCancelled("training was cancelled")
-            out.append(pooled_features(model, x))
+    try:
+        with torch.inference_mode():
+            for x, _ in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+                if cancel is not None and cancel.is_set():
+                    raise TrainingCancelled("training was cancelled")
+                out.append(pooled_features(model, x.contiguous(memory_format=torch.channels_last)))
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return torch.cat(out)
 
 
@@ -260,10 +267,11 @@ def _fit_head(model, cfg, train_items, val_items, weights, loop: _Loop, progress
     progress(TrainEvent("phase", message=f"computing backbone features ({len(views)} view(s))"))
     train_feats = [
         extract_features(model, ImageDataset(train_items, cfg.img_size, augment=a, seed=cfg.seed + v),
-                         cfg.batch_size, loop.cancel)
+                         cfg.batch_size, loop.cancel, cfg.workers)
         for v, a in enumerate(views)
     ]  # each (N, D)
-    val_feats = extract_features(model, ImageDataset(val_items, cfg.img_size), cfg.batch_size, loop.cancel)
+    val_feats = extract_features(model, ImageDataset(val_items, cfg.img_size), cfg.batch_size, loop.cancel,
+                                 cfg.workers)
     y_train = torch.tensor([c for _, c in train_items])
     y_val = torch.tensor([c for _, c in val_items])
     head = classifier(model)
