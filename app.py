@@ -50,6 +50,7 @@ MAX_EPOCHS = int(os.environ.get("POSTURE_MAX_EPOCHS", "30"))
 MAX_UPLOAD_MB = float(os.environ.get("POSTURE_MAX_UPLOAD_MB", "200"))
 SESSION_TTL_S = 60 * float(os.environ.get("POSTURE_SESSION_TTL_MIN", "120"))
 MAX_MISCLASSIFIED_SHOWN = 12
+MAX_SHOWN_FILES = 64  # newest result images kept per session folder (Gradio has its own copies by then)
 THUMBNAILS_PER_CLASS = 4
 
 INIT_IMAGENET, INIT_BUNDLED, INIT_SCRATCH = "ImageNet weights", "bundled checkpoint", "scratch"
@@ -286,12 +287,32 @@ def _pretty(name: str) -> str:
     return name.replace("_", " ")
 
 
+def _shown(image: Image.Image, session: Session, request: gr.Request | None = None) -> str:
+    """An image to show, as a new file of this session's folder that no other request writes.
+
+    Never hand Gradio a PIL image: it saves those in its cache under the hash of their bytes
+    and re-saves that file in place (truncate, then write) whenever another request makes the
+    same bytes, e.g. visitors analysing the same photo with the same model. A visitor still
+    downloading it then gets fewer bytes than the Content-Length already sent, and the request
+    fails. Gradio copies a returned file into its cache written aside and renamed into place,
+    and leaves a copy that is already there alone, so a download in flight always completes.
+    """
+    folder = session.workdir(request)
+    fd, path = tempfile.mkstemp(prefix="shown-", suffix=".webp", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        image.save(f, format="WEBP")
+    old = sorted(folder.glob("shown-*.webp"), key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
+    for stale in old[:-MAX_SHOWN_FILES]:
+        stale.unlink(missing_ok=True)
+    return path
+
+
 def predict(image, model_name: str, alpha: float, session: Session, request: gr.Request):
     """Classify a photo and explain the predicted class (one model run)."""
     view = _analyse(_image_path(image), model_name, session)
     overlay, caption = _render(view, view.label, alpha)
     classes = gr.Dropdown(choices=[(_pretty(c), c) for c in view.probabilities], value=view.label)
-    return view.probabilities, overlay, caption, classes, view, session
+    return view.probabilities, _shown(overlay, session, request), caption, classes, view, session
 
 
 def predict_on_change(image, model_name: str, alpha: float, session: Session, request: gr.Request):
@@ -302,7 +323,7 @@ def predict_on_change(image, model_name: str, alpha: float, session: Session, re
 
 
 def explain(image, model_name: str, target: str | None, alpha: float, view: View | None,
-            session: Session):
+            session: Session, request: gr.Request):
     """Grad-CAM for another class; each class is computed once per image and model."""
     source = _image_path(image)
     if view is None or view.source != source or view.model != model_name:
@@ -314,25 +335,26 @@ def explain(image, model_name: str, target: str | None, alpha: float, view: View
         other = _analyse(source, model_name, session, target)
         view.heatmaps[target] = other.heatmaps[target]
     overlay, caption = _render(view, target, alpha)
-    return overlay, caption, view
+    return _shown(overlay, session, request), caption, view
 
 
-def reblend(alpha: float, target: str | None, view: View | None):
+def reblend(alpha: float, target: str | None, view: View | None, session: Session, request: gr.Request):
     """Change the overlay's opacity: a re-blend of the cached heatmap, no model run."""
     if view is None:
         return gr.skip(), gr.skip()
     target = target if target in view.heatmaps else view.label
-    return _render(view, target, alpha)
+    overlay, caption = _render(view, target, alpha)
+    return _shown(overlay, session, request), caption
 
 
-def compare(image, model_a: str, model_b: str, alpha: float, session: Session):
+def compare(image, model_a: str, model_b: str, alpha: float, session: Session, request: gr.Request):
     """The same photo through two models, side by side."""
     source = _image_path(image)
     outputs = []
     for name in (model_a, model_b):
         view = _analyse(source, name, session)
         overlay, caption = _render(view, view.label, alpha)
-        outputs += [view.probabilities, overlay, caption]
+        outputs += [view.probabilities, _shown(overlay, session, request), caption]
     return tuple(outputs)
 
 
@@ -511,7 +533,7 @@ def _curves(history: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.DataFrame(acc, columns=["epoch", "accuracy", "split"]))
 
 
-def _results(result, name: str, predictor: Predictor, root: Path) -> tuple:
+def _results(result, name: str, predictor: Predictor, root: Path, session: Session) -> tuple:
     """Metrics text, per-class table, confusion matrix and misclassified overlays of a finished run."""
     report = result.val_report
     if report is None:
@@ -539,7 +561,7 @@ def _results(result, name: str, predictor: Predictor, root: Path) -> tuple:
             pred = predictor.predict(path)
         except PostureError:
             continue
-        gallery.append((pred.overlay(0.5), f"{row['label']} → {row['predicted']} ({path.name})"))
+        gallery.append((_shown(pred.overlay(0.5), session), f"{row['label']} → {row['predicted']} ({path.name})"))
     return text, per_class, confusion, gallery
 
 
@@ -625,7 +647,7 @@ def train_model(session: Session, arch: str, init: str, freeze: str, epochs: flo
     session.models[name] = path.rename(path.with_name(f"{name}.safetensors"))
     predictor = session.predictors[name] = Predictor(result.model, result.info, name=name)
     session.last_trained = name
-    text, per_class, confusion, gallery = _results(result, name, predictor, Path(scan.root))
+    text, per_class, confusion, gallery = _results(result, name, predictor, Path(scan.root), session)
     loss, acc = _curves(result.history or history)
     done = "Cancelled: kept the best finished epoch." if result.cancelled else "Training finished."
     shown = gr.Button(visible=True)
@@ -726,8 +748,10 @@ that raised the score of the explained class. Use it to check the model looked a
 head, not at the background.
 
 ### The bundled models
-`resnet18` (ImageNet-pretrained, fine-tuned) and `resnet14` (small, trained from scratch) were
-trained on **synthetic side-view renders with a known CVA**; their data, training settings and
+`resnet18` (torchvision's ResNet-18) and `resnet14` (the small ResNet of the original design)
+were both trained from scratch on **synthetic side-view renders with a known CVA** (no ImageNet
+weights could be had where they were trained; retraining uses them when the server can download
+them); their data, training settings and
 metrics are in `checkpoints/README.md` and in the Models tab. Real photos differ from the renders:
 expect mistakes, and retrain on your own labelled photos in the Retrain tab.
 
@@ -883,7 +907,7 @@ with gr.Blocks(title="Turtle-neck detector", analytics_enabled=False,
           api_name="predict_on_change", api_visibility="private", preprocess=False)
     target.input(explain, [image, predict_model, target, alpha, view_state, session_state],
                  [overlay, caption, view_state], api_name="explain", preprocess=False)
-    alpha.input(reblend, [alpha, target, view_state], [overlay, caption], api_name="reblend",
+    alpha.input(reblend, [alpha, target, view_state, session_state], [overlay, caption], api_name="reblend",
                 show_progress="hidden", trigger_mode="always_last")
     compare_button.click(compare, [compare_image, compare_a, compare_b, compare_alpha, session_state],
                          [verdict_a, overlay_a, caption_a, verdict_b, overlay_b, caption_b],
