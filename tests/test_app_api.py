@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -114,6 +115,49 @@ def test_a_text_file_is_a_clear_error_and_the_server_keeps_answering(client, tmp
     side_photo().save(photo)
     verdict, *_ = client.predict(handle_file(str(photo)), "resnet14", 0.5, api_name="/predict")
     assert verdict["label"] in CLASSES
+
+
+def test_a_result_file_already_handed_out_is_never_rewritten(app_run, tmp_path):
+    """Another request with the same result must not re-write a file a visitor may still be downloading.
+
+    (Gradio caches a returned PIL image under the hash of its bytes and rewrites that file in place
+    for every identical result: a download in flight then came up short, `peer closed connection
+    without sending complete message body`, under load.) The cached copy is marked here, standing
+    for a download in progress: a rewrite would erase the mark.
+    """
+    url, work = app_run
+    photo = tmp_path / "same.png"
+    side_photo(80, 60, seed=11).save(photo)
+    _, overlay, *_ = Client(url, verbose=False).predict(handle_file(str(photo)), "resnet14", 0.5,
+                                                         api_name="/predict")
+    served = Path(overlay).read_bytes()
+    handed_out = [p for p in (work / "gradio").rglob("*") if p.is_file() and p.read_bytes() == served]
+    assert handed_out  # the copy Gradio serves lies in its cache
+    for path in handed_out:
+        path.write_bytes(served + b"in flight")
+    for _ in range(2):  # new sessions, same photo and model: byte-identical results
+        _, again, *_ = Client(url, verbose=False).predict(handle_file(str(photo)), "resnet14", 0.5,
+                                                           api_name="/predict")
+        assert Path(again).read_bytes() == served
+    assert all(path.read_bytes() == served + b"in flight" for path in handed_out)
+
+
+def test_concurrent_visitors_with_the_same_photo_all_get_complete_overlays(app_run, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = app_run
+    photo = tmp_path / "shared.png"
+    side_photo(320, 240, seed=12).save(photo)
+
+    def visitor(_: int) -> list[bytes]:
+        client = Client(url, verbose=False)
+        return [Path(client.predict(handle_file(str(photo)), "resnet14", 0.5, api_name="/predict")[1]).read_bytes()
+                for _ in range(3)]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = [data for batch in pool.map(visitor, range(6)) for data in batch]
+    assert len(results) == 18
+    assert len(set(results)) == 1 and Image.open(io.BytesIO(results[0])).size == (320, 240)
 
 
 def test_unknown_model_is_refused(client, portrait):
