@@ -55,7 +55,8 @@ def main() -> None:
         generate_dataset(data, args.n, seed=5, config=SynthConfig())
         # The bundled resnet18's backbone stands in for ImageNet weights (none offline here).
         bundled = bundled_checkpoints().get("resnet18")
-        init = str(bundled) if bundled else "scratch"
+        init = str(bundled.relative_to(Path.cwd())) if bundled and bundled.is_relative_to(Path.cwd()) else (
+            str(bundled) if bundled else "scratch")
         common = dict(arch="resnet18", init=init, freeze=True, augment=False, lr=1e-2,
                       epochs=args.epochs, img_size=args.img_size, batch_size=32, patience=args.epochs)
         cached_s, cached_all, cached_acc, _ = timed_train(data, cache_features=True, **common)
