@@ -19,7 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import REPO, app_checkpoints, machine, phone_jpeg, start_app, stop_app, synthetic_set, wait_for_app, write_result
+from _common import app_checkpoints, machine, phone_jpeg, start_app, stop_app, synthetic_set, wait_for_app, write_result
 
 
 def zip_dataset(folder: Path, out: Path) -> Path:
