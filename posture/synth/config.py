@@ -74,7 +74,7 @@ class SampleInfo:
     facing: str  # "left" | "right": the direction the face points in the image
     c7: tuple[float, float]
     tragus: tuple[float, float]
-    head_box: tuple[int, int, int, int]  # x0, y0, x1, y1 around head and neck down to C7
+    head_box: tuple[int, int, int, int]  # x0, y0, x1, y1 around the head and the whole neck band
     width: int
     height: int
     image_cva_deg: float = 0.0

@@ -15,7 +15,7 @@ from PIL import Image
 from posture.synth.camera import apply_camera
 from posture.synth.canvas import Frame, Painter
 from posture.synth.config import SampleInfo, SynthConfig, cva_from_points, label_for_cva
-from posture.synth.person import draw_person, head_neck_points, sample_person, tragus_point
+from posture.synth.person import draw_person, head_neck_points, neck_polygon, sample_person, tragus_point
 from posture.synth.props import draw_behind, draw_in_front, sample_setup
 from posture.synth.scene import draw_backdrop
 
@@ -74,7 +74,9 @@ def render_sample(
     quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
 
     c7, tragus = frame.apply(np.array([(0.0, 0.0), tragus_point(person)])) / ss
-    box = box / ss
+    # The reported box holds the whole neck band, down to where its front meets the chest. Framing
+    # above still uses head_neck_points (head and the neck's back edge), so pictures are unchanged.
+    box = frame.apply(np.concatenate([head_pts, neck_polygon(person)])) / ss
     x0, y0 = (int(max(0, math.floor(v))) for v in box.min(axis=0))
     x1, y1 = int(min(width, math.ceil(box[:, 0].max()))), int(min(height, math.ceil(box[:, 1].max())))
     info = SampleInfo(
