@@ -14,14 +14,14 @@ import copy
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from posture.errors import TrainingCancelled
+from posture.errors import PostureError, TrainingCancelled
 from posture.imagedata import Augment, ImageDataset
 from posture.models import classifier, pooled_features
 from posture.serving import resolve_precision
@@ -51,6 +51,22 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[list[int]]:
     return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _loader(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    """A DataLoader whose workers' library errors keep their own message.
+
+    A worker process re-raises an error as "Caught ImageError in DataLoader worker process 0.
+    Original Traceback ...", with server paths; users should read what went wrong instead.
+    """
+    try:
+        yield from DataLoader(*args, **kwargs)
+    except PostureError as exc:
+        text = str(exc)
+        if "Original Traceback" not in text:
+            raise
+        last = text.strip().splitlines()[-1]
+        raise type(exc)(last.split(f"{type(exc).__name__}: ", 1)[-1]) from None
+
+
 def extract_features(
     model: nn.Module,
     dataset: ImageDataset,
@@ -63,7 +79,7 @@ def extract_features(
     out = []
     try:
         with torch.inference_mode():
-            for x, _ in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+            for x, _ in _loader(dataset, batch_size=batch_size, num_workers=workers):
                 if cancel is not None and cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
                 out.append(pooled_features(model, x.contiguous(memory_format=torch.channels_last)))
@@ -140,7 +156,7 @@ def fit_full(model, cfg, train_items, val_items, weights, loop: EpochLoop) -> No
     def epoch_batches(epoch: int, index_batches: list[list[int]]):
         train_ds.epoch = epoch
         # One worker decodes the next batch while this process trains on the current one.
-        return DataLoader(train_ds, batch_sampler=index_batches, num_workers=cfg.workers)
+        return _loader(train_ds, batch_sampler=index_batches, num_workers=cfg.workers)
 
     # bf16 autocast roughly halves step time on CPUs with native bf16; weights stay fp32.
     bf16 = not cfg.freeze and resolve_precision(cfg.precision) == "bf16"
@@ -156,7 +172,7 @@ def fit_full(model, cfg, train_items, val_items, weights, loop: EpochLoop) -> No
         model.eval()
         loss = correct = 0.0
         with torch.inference_mode():
-            for x, y in DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
+            for x, y in _loader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
                 loss += float(F.cross_entropy(logits, y, weight=weights, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())

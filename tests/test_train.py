@@ -118,3 +118,15 @@ def test_a_class_with_too_few_images_is_refused(tmp_path):
         p.unlink()
     with pytest.raises(DatasetError, match="turtle_neck"):
         train(root, _tiny(epochs=1))
+
+
+def test_an_image_unreadable_mid_run_is_a_clear_error_from_a_loader_worker(colours):
+    from posture.data import UploadLimits, scan_dataset
+    from posture.errors import ImageError
+
+    scan = scan_dataset(colours, UploadLimits.local())
+    for path in scan.files["normal"]:
+        path.write_bytes(b"not a picture any more")  # after the scan checked them
+    with pytest.raises(ImageError) as err:
+        train(scan, _tiny(epochs=1, workers=1))
+    assert "Traceback" not in str(err.value) and "not an image" in str(err.value)
