@@ -174,11 +174,6 @@ def _call(fn, *args, shown_as: dict[str, str] | None = None, **kwargs):
 
 def _public_message(exc: Exception, shown_as: dict[str, str] | None) -> str:
     message = str(exc)
-    # A DataLoader worker re-raises the library's error with the worker's traceback as its message:
-    # keep the error's own text, which follows the last "module.ErrorName: ".
-    raised_as = f"{type(exc).__module__}.{type(exc).__qualname__}: "
-    if "Original Traceback" in message and raised_as in message:
-        message = message.rsplit(raised_as, 1)[1].strip()
     for path, name in sorted((shown_as or {}).items(), key=lambda kv: -len(kv[0])):
         message = message.replace(path, name)
     return message

@@ -61,10 +61,11 @@ def _loader(*args: Any, **kwargs: Any) -> Iterator[Any]:
         yield from DataLoader(*args, **kwargs)
     except PostureError as exc:
         text = str(exc)
-        if "Original Traceback" not in text:
+        raised_as = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+        if "Original Traceback" not in text or raised_as not in text:
             raise
-        last = text.strip().splitlines()[-1]
-        raise type(exc)(last.split(f"{type(exc).__name__}: ", 1)[-1]) from None
+        # The error's own text follows the last "module.ErrorName: " of the worker's traceback.
+        raise type(exc)(text.rsplit(raised_as, 1)[1].strip()) from None
 
 
 def extract_features(
