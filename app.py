@@ -38,16 +38,14 @@ from PIL import Image
 
 from posture import PostureError, Predictor, list_models, read_info
 from posture.checkpoints import bundled_checkpoints, bundled_dir, save_checkpoint
-from posture.data import DatasetScan, UploadLimits, extract_zip, scan_dataset
+from posture.data import IMAGE_SUFFIXES, DatasetScan, UploadLimits, extract_zip, scan_dataset
 from posture.overlay import overlay_heatmap
 from posture.pretrained import imagenet_available
 from posture.train import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = Path(os.environ.get("POSTURE_EXAMPLES", HERE / "examples"))
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_EPOCHS = int(os.environ.get("POSTURE_MAX_EPOCHS", "30"))
-MAX_UPLOAD_MB = float(os.environ.get("POSTURE_MAX_UPLOAD_MB", "200"))
 SESSION_TTL_S = 60 * float(os.environ.get("POSTURE_SESSION_TTL_MIN", "120"))
 MAX_MISCLASSIFIED_SHOWN = 12
 MAX_SHOWN_FILES = 64  # newest result images kept per session folder (Gradio has its own copies by then)
@@ -955,4 +953,4 @@ if __name__ == "__main__":
         print(f"No bundled checkpoints in {bundled_dir()}: the app starts without models. "
               "Upload or train one in the browser, or set POSTURE_CHECKPOINTS.")
     # No run history: it would keep visitors' photos in the browser beyond their session.
-    demo.launch(head=FOLDER_LAYOUT_JS, max_file_size=int(MAX_UPLOAD_MB * 2**20), run_history=False)
+    demo.launch(head=FOLDER_LAYOUT_JS, max_file_size=UploadLimits.from_env().max_total_bytes, run_history=False)

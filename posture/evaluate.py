@@ -43,10 +43,16 @@ class EvalReport:
 
 
 def read_boxes(labels_csv: Path) -> dict[str, Box]:
-    """Relative file path -> head-and-neck box from a synthetic set's labels.csv."""
+    """Relative file path -> head-and-neck box from a synthetic set's labels.csv, as fractions
+    (x0, y0, x1, y1) of the image's width and height, so it fits any decoded size."""
     with labels_csv.open(newline="", encoding="utf-8") as f:
         return {
-            row["file"]: tuple(float(row[k]) for k in ("box_x0", "box_y0", "box_x1", "box_y1"))
+            row["file"]: (
+                float(row["box_x0"]) / float(row["width"]),
+                float(row["box_y0"]) / float(row["height"]),
+                float(row["box_x1"]) / float(row["width"]),
+                float(row["box_y1"]) / float(row["height"]),
+            )
             for row in csv.DictReader(f)
             if row.get("box_x0") not in (None, "")
         }
@@ -63,7 +69,8 @@ def evaluate_items(
 ) -> EvalReport:
     """Predict (with Grad-CAM) every (path, index into `class_names`) item and score it.
 
-    Labels are matched to the model's classes by name. Overlays of misclassified
+    Labels are matched to the model's classes by name; `boxes` are fractions of the image
+    size (see `read_boxes`). Overlays of misclassified
     images go to `misclassified_dir` when given.
     """
     model_index = {n: i for i, n in enumerate(predictor.class_names)}
@@ -79,8 +86,7 @@ def evaluate_items(
                 f"p_{n}": round(p, 6) for n, p in pred.probabilities.items()}}
             box = boxes.get(Path(path)) if boxes else None
             if box is not None and pred.heatmap is not None:
-                width, height = _size(path)
-                sx, sy = pred.image.width / width, pred.image.height / height
+                sx, sy = pred.image.width, pred.image.height
                 mass, hit = cam_box_scores(pred.heatmap, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
                 row.update(cam_mass_in_box=round(mass, 4), pointing_hit=hit)
                 masses.append(mass)
@@ -98,14 +104,6 @@ def evaluate_items(
         metrics["cam_mass_in_box"] = float(np.mean(masses))
         metrics["pointing_game"] = float(np.mean(hits))
     return EvalReport(metrics=metrics, rows=rows)
-
-
-def _size(path: Path) -> tuple[int, int]:
-    """The stored (width, height) of an image file, read from its header."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.size
 
 
 def write_report(
