@@ -3,8 +3,13 @@
 A model is served as two parts. The backbone (`forward_features`, every conv) runs
 either in fp32 eagerly, exactly as trained, or, where the CPU computes bfloat16
 natively (AVX512-BF16 or AMX), as a bfloat16 channels-last copy traced and frozen with
-TorchScript (batch norm folded into the convolutions): about 2x faster at batch 1.
-Freezing costs a second or two, paid on the first prediction. The head (global average pool + linear) stays in fp32 eager,
+TorchScript (batch norm folded into the convolutions) and compiled by the oneDNN Graph
+fuser (convolution, bias, residual add and ReLU fused, weights pre-packed): 4-5x faster
+than fp32 eager at batch 1 on the development CPU. The fuser specialises on the input
+shape, so the backbone always runs one image at a time; a batch is a loop (the fused
+batch-1 graph beats an unfused batch). Building costs a second or two, paid on the first
+prediction; where the fuser fails or disagrees with the plain frozen graph, the plain one
+is used. The head (global average pool + linear) stays in fp32 eager,
 behind an identity layer on which Grad-CAM hooks, so a single backbone pass gives both
 the logits and the explanation (for these models Grad-CAM needs the gradient at the
 last conv stage only, which the head alone provides).
@@ -87,8 +92,9 @@ class ServingModel:
                 return self.model.forward_features(x)
         backbone = self._backbone or self._build()
         with torch.inference_mode():
-            out = backbone(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
-        return out.float().clone()  # a normal tensor (not an inference one) Grad-CAM may use
+            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            out = torch.cat([backbone(x[i : i + 1]) for i in range(x.shape[0])])  # the fused graph is batch-1
+        return out.float()  # a normal tensor (not an inference one) Grad-CAM may use
 
     def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
         with self._build_lock:
@@ -126,22 +132,57 @@ class _Backbone(nn.Module):
         return self.model.forward_features(x)
 
 
+_FUSER_LOCK = threading.Lock()  # the oneDNN fuser switch is process-wide: one build at a time
+
+
 def _freeze_backbone(model: nn.Module, input_size: int, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A frozen TorchScript copy of `model.forward_features` in `dtype`, channels-last."""
+    """A frozen TorchScript copy of `model.forward_features` in `dtype`, channels-last, batch 1.
+
+    The oneDNN Graph fuser optimises the graph on its first calls; it is switched on for
+    those calls only, then restored. The fused graph is checked against the plain frozen
+    one on the example input and replaced by it if they disagree or the fuser fails.
+    """
     import copy
 
     backbone = _Backbone(copy.deepcopy(model)).eval().to(dtype=dtype, memory_format=torch.channels_last)
     for p in backbone.parameters():
         p.requires_grad_(False)
-    example = torch.zeros(1, 3, input_size, input_size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    example = example.to(dtype).contiguous(memory_format=torch.channels_last)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of compile
             traced = torch.jit.trace(backbone, example)
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            plain = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            expected = plain(example).float()
+            fused = _fuse(traced, example)
+            if fused is not None and _close(fused(example).float(), expected):
+                return fused
             for _ in range(2):  # the profiling executor specialises on the first calls: pay for it here
-                frozen(example)
-        return frozen
+                plain(example)
+            return plain
     except RuntimeError as exc:  # a torch without TorchScript: eager is slower, not wrong
         warnings.warn(f"TorchScript freezing failed ({exc}); serving the backbone eagerly", RuntimeWarning)
         return backbone
+
+
+def _fuse(traced: torch.jit.ScriptModule, example: torch.Tensor) -> torch.jit.ScriptModule | None:
+    """`traced` frozen and compiled by the oneDNN Graph fuser for `example`'s shape; None if it fails."""
+    with _FUSER_LOCK:
+        was_on = torch.jit.onednn_fusion_enabled()
+        torch.jit.enable_onednn_fusion(True)
+        try:
+            fused = torch.jit.freeze(traced)
+            for _ in range(3):  # profile, then optimise (fuse) for this shape
+                fused(example)
+            return fused
+        except RuntimeError as exc:
+            warnings.warn(f"oneDNN fusion failed ({exc}); serving the plain frozen backbone", RuntimeWarning)
+            return None
+        finally:
+            torch.jit.enable_onednn_fusion(was_on)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same features up to bfloat16 rounding: relative error of the whole map under 2%."""
+    return bool(torch.isfinite(a).all()) and float((a - b).norm() / b.norm().clamp_min(1e-12)) < 0.02

@@ -159,3 +159,30 @@ def test_overlay_bytes_decode_to_the_overlay(checkpoint_dir, fmt, pil_format):
     assert diff.mean() < (3.0 if pil_format == "JPEG" else 1e-9)
     with pytest.raises(ValueError, match="jpeg, png"):
         pred.overlay_bytes(0.5, "gif")
+
+
+@needs_bf16
+@pytest.mark.parametrize("fault", ["disagrees", "fails"])
+def test_a_fused_backbone_that_disagrees_or_fails_is_replaced_by_the_plain_one(monkeypatch, checkpoint_dir, fault):
+    """The oneDNN-fused graph is checked against the plain frozen one when it is built."""
+    def broken_fuse(traced, example):
+        if fault == "fails":
+            return None  # what _fuse returns after the fuser raised
+        return lambda x: torch.zeros_like(traced(x))
+
+    exact = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="fp32")
+    monkeypatch.setattr(serving, "_fuse", broken_fuse)
+    fast = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="bf16")
+    img = person_like(seed=5)
+    a, b = exact.predict(img), fast.predict(img)
+    assert list(b.probabilities.values()) == pytest.approx(list(a.probabilities.values()), abs=0.01)
+    _agree(a, b)
+
+
+@needs_bf16
+def test_the_fuser_switch_is_restored_after_building():
+    was_on = torch.jit.onednn_fusion_enabled()
+    model = build_model("resnet14", 2).eval()
+    features = serving.ServingModel(model, 64, precision="bf16").features(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, 64, 16, 16) and features.dtype == torch.float32
+    assert torch.jit.onednn_fusion_enabled() == was_on
