@@ -248,7 +248,7 @@ class View:
     label: str
     probabilities: dict[str, float]
     latency_ms: float
-    heatmaps: dict[str, np.ndarray | None] = field(default_factory=dict)  # class -> map; None: empty
+    heatmaps: dict[str, np.ndarray | None] = field(default_factory=dict)  # class -> Grad-CAM (model scale); None: empty
 
 
 def _image_path(value: Any) -> str:
@@ -265,7 +265,7 @@ def _analyse(source: str, model_name: str, session: Session, target: str | None 
     pred = _call(predictor.predict, source, target=target or None, explain=True,
                  shown_as={source: f"'{Path(source).name}'"})
     view = View(source, model_name, pred.image, pred.label, pred.probabilities, pred.latency_ms)
-    view.heatmaps[pred.target] = None if pred.cam_empty else pred.heatmap
+    view.heatmaps[pred.target] = None if pred.cam_empty else pred.cam
     return view
 
 

@@ -41,14 +41,30 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
 def overlay_heatmap(
     image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet"
 ) -> Image.Image:
-    """Blend a colourised heatmap over `image` (same size) with opacity `alpha` in [0, 1]."""
+    """Blend a colourised heatmap over `image` with opacity `alpha` in [0, 1].
+
+    `heatmap` (h, w) in [0, 1] covers the whole image at any resolution, typically the
+    model's: it is quantised to the colormap's 256 levels, resized bilinearly to the image
+    and coloured by Pillow, in C (about 1 ms for a 1000 x 750 image, where colouring a
+    full-resolution float map with NumPy takes several).
+    """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     heatmap = _check_heatmap(heatmap)
-    if heatmap.shape != (image.height, image.width):
-        raise ValueError(f"heatmap {heatmap.shape} does not match image {image.height}x{image.width}")
-    colours = Image.fromarray(colorize(heatmap, colormap))
-    return Image.blend(image.convert("RGB"), colours, alpha)
+    if heatmap.size == 0:
+        raise ValueError("heatmap is empty")
+    levels = Image.fromarray((heatmap * 255.0 + 0.5).astype(np.uint8), mode="L")
+    if levels.size != image.size:
+        levels = levels.resize(image.size, Image.Resampling.BILINEAR)
+    colours = Image.merge("RGB", [levels.point(channel) for channel in _lut_channels(colormap)])
+    return Image.blend(image if image.mode == "RGB" else image.convert("RGB"), colours, alpha)
+
+
+@lru_cache(maxsize=8)
+def _lut_channels(name: str) -> tuple[list[int], list[int], list[int]]:
+    """A colormap's lookup table as three 256-entry lists, the form `Image.point` takes."""
+    lut = _lut(name)
+    return lut[:, 0].tolist(), lut[:, 1].tolist(), lut[:, 2].tolist()
 
 
 def encode_image(image: Image.Image, fmt: str = "jpeg") -> bytes:

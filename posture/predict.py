@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +17,7 @@ from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
 from posture.explain import grad_cam
 from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
 from posture.overlay import encode_image, overlay_heatmap
-from posture.preprocess import Letterbox, to_input
+from posture.preprocess import Letterbox, resize_map, to_input
 from posture.serving import ServingModel
 
 __all__ = ["Prediction", "Predictor"]
@@ -24,13 +25,18 @@ __all__ = ["Prediction", "Predictor"]
 
 @dataclass
 class Prediction:
-    """A verdict on one image, with the Grad-CAM heatmap over that same image."""
+    """A verdict on one image, with the Grad-CAM heatmap over that same image.
+
+    `cam` is the explanation as computed, over the image's frame at the model's input
+    scale (e.g. 96 x 72 for a 4:3 photo and a 96 px model); `heatmap` is the same map
+    brought to the image's pixels, computed on first use. Overlays are drawn from `cam`.
+    """
 
     label: str
     probabilities: dict[str, float]  # every class, in the checkpoint's order
     image: Image.Image  # upright RGB image the heatmap lies on (reduced-scale decode)
     target: str | None = None  # the class explained
-    heatmap: np.ndarray | None = None  # (image.height, image.width) float32 in [0, 1]
+    cam: np.ndarray | None = field(default=None, repr=False)  # (h, w) float32 in [0, 1], peak 1
     cam_empty: bool = False  # Grad-CAM was zero everywhere: nothing to show for `target`
     latency_ms: float = 0.0
     letterbox: Letterbox | None = field(default=None, repr=False)
@@ -39,11 +45,20 @@ class Prediction:
     def confidence(self) -> float:
         return self.probabilities[self.label]
 
+    @cached_property
+    def heatmap(self) -> np.ndarray | None:
+        """(image.height, image.width) float32 in [0, 1], peak 1 unless empty; None without Grad-CAM."""
+        if self.cam is None:
+            return None
+        full = resize_map(self.cam, self.image.height, self.image.width)
+        peak = float(full.max())
+        return full / peak if peak > 0.0 else np.zeros_like(full)
+
     def overlay(self, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
         """The heatmap blended over the image; the plain image when there is nothing to show."""
-        if self.heatmap is None or self.cam_empty:
+        if self.cam is None or self.cam_empty:
             return self.image.copy()
-        return overlay_heatmap(self.image, self.heatmap, alpha=alpha, colormap=colormap)
+        return overlay_heatmap(self.image, self.cam, alpha=alpha, colormap=colormap)
 
     def overlay_bytes(self, alpha: float = 0.5, fmt: str = "jpeg", colormap: str = "jet") -> bytes:
         """The overlay encoded for a browser: "jpeg" (quality 90, fastest) or "png" (fast, lossless)."""
@@ -136,11 +151,11 @@ class Predictor:
                 letterbox=box,
             )
             if cams is not None:
-                heatmap = box.unletterbox(cams[i])
-                peak = float(heatmap.max())
+                cam = box.crop(cams[i])
+                peak = float(cam.max())
                 pred.target = names[explained[i]]
                 pred.cam_empty = not peak > 0.0
-                pred.heatmap = heatmap / peak if peak > 0.0 else np.zeros_like(heatmap)
+                pred.cam = cam / peak if peak > 0.0 else np.zeros_like(cam)
             out.append(pred)
         per_image = (time.perf_counter() - start) * 1000.0 / max(1, len(out))
         for pred in out:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Letterbox", "letterbox", "normalize", "to_input"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Letterbox", "letterbox", "normalize", "resize_map", "to_input"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,19 +50,30 @@ class Letterbox:
         x0, y0, w, h = self.content
         return (x - x0) * self.src_w / w, (y - y0) * self.src_h / h
 
-    def unletterbox(self, heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
-        """A (h, w) map over the input square -> float32 (src_h, src_w) map over the source image.
-
-        The map is first brought to the square's resolution, then the content area is
-        cut out and resized to the source size, both bilinearly.
-        """
+    def crop(self, heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
+        """A (h, w) map over the input square -> float32 map over the content area only, at the
+        square's resolution (bilinear): the source image's frame at the model's scale."""
         t = torch.as_tensor(heatmap, dtype=torch.float32)[None, None]  # (1, 1, h, w)
         if t.shape[-2:] != (self.size, self.size):
             t = F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
         x0, y0, w, h = self.content
-        t = t[..., y0 : y0 + h, x0 : x0 + w]
-        t = F.interpolate(t, size=(self.src_h, self.src_w), mode="bilinear", align_corners=False)
-        return t[0, 0].numpy()
+        return t[0, 0, y0 : y0 + h, x0 : x0 + w].numpy()
+
+    def unletterbox(self, heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
+        """A (h, w) map over the input square -> float32 (src_h, src_w) map over the source image.
+
+        The map is first brought to the square's resolution, then the content area is
+        cut out (`crop`) and resized to the source size, both bilinearly.
+        """
+        return resize_map(self.crop(heatmap), self.src_h, self.src_w)
+
+
+def resize_map(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a float (h, w) map to (height, width) (pixel centres aligned)."""
+    t = torch.as_tensor(heatmap, dtype=torch.float32)[None, None]
+    if t.shape[-2:] != (height, width):
+        t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
+    return t[0, 0].numpy()
 
 
 def letterbox(

@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import CLASSES, person_like
 from posture.checkpoints import ModelInfo
 from posture.models import build_model, list_models
-from posture.overlay import overlay_heatmap
+from posture.overlay import colorize, overlay_heatmap
+from posture.preprocess import resize_map
 from posture.predict import Predictor
 
 
@@ -64,9 +65,37 @@ def test_overlay_checks_its_inputs():
     img = Image.new("RGB", (4, 3))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         overlay_heatmap(img, np.full((3, 4), 2.0))
-    with pytest.raises(ValueError, match="does not match"):
-        overlay_heatmap(img, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        overlay_heatmap(img, np.zeros((3, 4, 1)))
+    with pytest.raises(ValueError, match="empty"):
+        overlay_heatmap(img, np.zeros((0, 4)))
     with pytest.raises(ValueError, match="alpha"):
         overlay_heatmap(img, np.zeros((3, 4)), alpha=1.5)
     hot = np.asarray(overlay_heatmap(img, np.ones((3, 4)), alpha=1.0))
     assert (hot[..., 0] > 100).all() and (hot[..., 2] < 50).all()  # jet's top is red
+
+
+def test_overlay_from_a_model_scale_map_matches_the_full_resolution_one():
+    """Overlays are drawn from the map at the model's scale, resized by Pillow: the colours must be
+    those of colouring the full-resolution float map (what the slow path did), up to rounding."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    small = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 30, 40), 3, 1, 1)[0, 0].numpy()
+    small = small / small.max()
+    full = resize_map(small, 300, 400)
+    reference = Image.blend(img, Image.fromarray(colorize(full)), 0.5)
+    fast = overlay_heatmap(img, small, alpha=0.5)
+    diff = np.abs(np.asarray(fast, dtype=int) - np.asarray(reference, dtype=int))
+    assert diff.max() <= 4 and diff.mean() < 0.5
+    assert np.abs(np.asarray(fast, dtype=int) - np.asarray(img, dtype=int)).mean() > 20  # it did draw
+
+
+def test_cam_covers_the_image_frame_at_the_model_scale(checkpoint_dir):
+    """`cam` is the letterbox's content area only (no padding) at the input size; `heatmap` is the
+    same map at the image's pixels (equality with Captum on the whole model: test_serving)."""
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors")
+    pred = predictor.predict(person_like(200, 120, seed=1))
+    _, _, w, h = pred.letterbox.content
+    assert pred.cam.shape == (h, w) and w == predictor.info.input_size and h < w
+    assert pred.cam.max() == pytest.approx(1.0) and pred.heatmap.shape == (120, 200)
+    assert np.corrcoef(resize_map(pred.cam, 120, 200).ravel(), pred.heatmap.ravel())[0, 1] > 0.9999
