@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from _common import benchmark_checkpoint, interleaved, machine, ratio, synthetic_set, write_result
 from posture.checkpoints import load_checkpoint
 from posture.predict import Predictor
+from posture.serving import ServingModel, _freeze_backbone
 
 GEMM_N = 2048
 
@@ -77,8 +78,10 @@ def main() -> None:
     flops = count_flops(model, x)
     xcl = x.contiguous(memory_format=torch.channels_last)
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    serving = Predictor(copy.deepcopy(model), info, precision="bf16").serving
-    serving.features(x)  # build the frozen backbone outside the timing
+    serving = ServingModel(copy.deepcopy(model), 224, precision="bf16")  # built for this input size
+    serving.features(x)  # build the fused backbone outside the timing
+    unfused = _freeze_backbone(model, 224, torch.bfloat16, fuse=False)  # the same graph without the oneDNN fuser
+    xbf = x.bfloat16().contiguous(memory_format=torch.channels_last)
 
     def autocast_cl() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -94,7 +97,8 @@ def main() -> None:
         "fp32_eager": lambda: model(x),
         "fp32_channels_last": lambda: model_cl(xcl),
         "bf16_autocast_channels_last": autocast_cl,
-        "bf16_serving_frozen": serving_bf16,  # what Predictor(precision="auto") runs here
+        "bf16_frozen_unfused": lambda: unfused(xbf),
+        "bf16_serving": serving_bf16,  # what Predictor(precision="auto") runs here: frozen + oneDNN-fused
         "gemm_fp32": lambda: torch.mm(a32, b32),
         "gemm_bf16": lambda: torch.mm(a16, b16),
     }

@@ -135,7 +135,9 @@ class _Backbone(nn.Module):
 _FUSER_LOCK = threading.Lock()  # the oneDNN fuser switch is process-wide: one build at a time
 
 
-def _freeze_backbone(model: nn.Module, input_size: int, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+def _freeze_backbone(
+    model: nn.Module, input_size: int, dtype: torch.dtype, fuse: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A frozen TorchScript copy of `model.forward_features` in `dtype`, channels-last, batch 1.
 
     The oneDNN Graph fuser optimises the graph on its first calls; it is switched on for
@@ -155,7 +157,7 @@ def _freeze_backbone(model: nn.Module, input_size: int, dtype: torch.dtype) -> C
             traced = torch.jit.trace(backbone, example)
             plain = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
             expected = plain(example).float()
-            fused = _fuse(traced, example)
+            fused = _fuse(traced, example) if fuse else None
             if fused is not None and _close(fused(example).float(), expected):
                 return fused
             for _ in range(2):  # the profiling executor specialises on the first calls: pay for it here
