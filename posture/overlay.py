@@ -45,8 +45,8 @@ def overlay_heatmap(
 
     `heatmap` (h, w) in [0, 1] covers the whole image at any resolution, typically the
     model's: it is quantised to the colormap's 256 levels, resized bilinearly to the image
-    and coloured by Pillow, in C (about 1 ms for a 1000 x 750 image, where colouring a
-    full-resolution float map with NumPy takes several).
+    and coloured by Pillow, in C: about 3 ms for a 1000 x 750 image, against 7 ms for
+    colouring a full-resolution float map with NumPy (benchmarks/results, overlay_blend).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
