@@ -6,20 +6,20 @@ The public surface, in the order data flows through it:
 `posture.synth`, `posture.train` and `posture.evaluate` for data, fine-tuning and metrics.
 """
 
-__version__ = "0.1.0"
-
-from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint  # noqa: E402
-from posture.errors import (  # noqa: E402
+from posture._version import __version__
+from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint
+from posture.errors import (
     CheckpointError,
     DatasetError,
     ImageError,
     PostureError,
     TrainingCancelled,
+    UsageError,
     WeightsError,
 )
-from posture.images import load_image  # noqa: E402
-from posture.models import build_model, cam_layer, freeze_backbone, list_models  # noqa: E402
-from posture.predict import Prediction, Predictor  # noqa: E402
+from posture.images import load_image
+from posture.models import PostureNet, build_model, freeze_backbone, list_models
+from posture.predict import Prediction, Predictor
 
 __all__ = [
     "CheckpointError",
@@ -29,11 +29,12 @@ __all__ = [
     "PostureError",
     "Prediction",
     "Predictor",
+    "PostureNet",
     "TrainingCancelled",
+    "UsageError",
     "WeightsError",
     "__version__",
     "build_model",
-    "cam_layer",
     "freeze_backbone",
     "list_models",
     "load_checkpoint",

@@ -24,9 +24,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from posture import __version__
+from posture._version import __version__
 from posture.errors import CheckpointError
-from posture.models import build_model, list_models
+from posture.models import AUX_HEADS, arch_config, build_model, list_models
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -45,7 +45,7 @@ FORMAT = "posture-checkpoint/1"
 # Our headers hold a few KB of JSON; anything near this is not one of ours.
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 _STORAGE = {"float32": torch.float32, "float16": torch.float16}
-_JSON_FIELDS = ("class_names", "mean", "std", "metrics", "train_config", "history")
+_JSON_FIELDS = ("class_names", "mean", "std", "metrics", "train_config", "history", "heads")
 
 
 @dataclass
@@ -64,10 +64,18 @@ class ModelInfo:
     train_config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch
     storage_dtype: str = "float32"  # "float16" halves the file; weights load back as float32
+    heads: list[str] = field(default_factory=list)  # auxiliary heads: "cva", "side_view" (see posture.models)
+    cam_layer: str = ""  # the layer Grad-CAM explains by default; "" = the architecture's default
+    cva_threshold: float = 50.0  # degrees: a CVA below this counts as turtle neck (shown with the estimate)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def default_cam_layer(self) -> str:
+        """The layer Grad-CAM explains unless the caller picks another."""
+        return self.cam_layer or arch_config(self.arch).cam_layer
 
     def to_metadata(self) -> dict[str, str]:
         """Flatten to the str -> str mapping a safetensors header holds."""
@@ -88,6 +96,8 @@ class ModelInfo:
                 if k in cls.__dataclass_fields__
             }
             kwargs["input_size"] = int(kwargs["input_size"])
+            if "cva_threshold" in kwargs:
+                kwargs["cva_threshold"] = float(kwargs["cva_threshold"])
             info = cls(**kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: damaged checkpoint metadata ({exc})") from exc
@@ -101,6 +111,10 @@ class ModelInfo:
             or len(set(names)) != len(names)
         ):
             raise CheckpointError(f"{source}: class_names must be 2 or more distinct strings")
+        if not isinstance(info.heads, list) or not set(info.heads) <= set(AUX_HEADS):
+            raise CheckpointError(f"{source}: unknown auxiliary heads {info.heads!r}")
+        if info.cam_layer and info.cam_layer not in arch_config(info.arch).cam_layers:
+            raise CheckpointError(f"{source}: {info.arch} has no layer {info.cam_layer!r} to explain")
         if info.storage_dtype not in _STORAGE:
             raise CheckpointError(f"{source}: unknown storage_dtype {info.storage_dtype!r}")
         if not 16 <= info.input_size <= 1024 or len(info.mean) != 3 or len(info.std) != 3:
@@ -166,7 +180,7 @@ def read_info(path: str | Path) -> ModelInfo:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the model a checkpoint describes, in eval mode; raises CheckpointError."""
     info = read_info(path)
-    model = build_model(info.arch, num_classes=info.num_classes)
+    model = build_model(info.arch, num_classes=info.num_classes, heads=info.heads)
     try:
         state: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt") as f:

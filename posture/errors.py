@@ -7,6 +7,10 @@ class PostureError(Exception):
     """Base class: a problem with the user's input, not a bug. Its message says what to do."""
 
 
+class UsageError(PostureError, ValueError):
+    """A request that cannot be met as asked: an unknown name, an out-of-range setting."""
+
+
 class ImageError(PostureError, ValueError):
     """A file or upload that cannot be used as an image."""
 

@@ -1,7 +1,7 @@
-"""Grad-CAM with Captum's LayerGradCam on a model's last conv stage.
+"""Grad-CAM with Captum's LayerGradCam on one of a model's conv stages.
 
-One forward pass serves both the prediction and the explanation: the forward
-function handed to Captum keeps the logits it computed, and when the caller asks
+One forward pass serves the prediction, the auxiliary heads' outputs and the
+explanation: the forward function handed to Captum keeps everything it computed, and when the caller asks
 for the predicted class it returns that class's logit (argmax is piecewise
 constant, so its gradient is the predicted class's gradient). The backbone's
 parameters do not record a graph; only the layer output does (Captum asks for its
@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from posture.models import cam_layer
+from posture.models import ModelOutput
 
 __all__ = ["CamResult", "grad_cam", "model_lock"]
 
@@ -58,11 +58,21 @@ def _inference_setup(model: nn.Module) -> Iterator[None]:
 
 @dataclass
 class CamResult:
-    """Logits of one forward pass and the Grad-CAM of the explained class per image."""
+    """Outputs of one forward pass and the Grad-CAM of the explained class per image."""
 
-    logits: torch.Tensor  # (B, num_classes)
+    outputs: ModelOutput  # logits (B, num_classes) and any auxiliary outputs, detached
     targets: torch.Tensor  # (B,) class index explained for each image
     cams: torch.Tensor  # (B, h, w) at the layer's resolution, ReLU applied, not normalised
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.outputs.logits
+
+
+def _detached(out: ModelOutput | torch.Tensor) -> ModelOutput:
+    if isinstance(out, torch.Tensor):
+        return ModelOutput(out.detach())
+    return ModelOutput(*(None if v is None else v.detach() for v in (out.logits, out.cva_deg, out.side_view_logit)))
 
 
 def grad_cam(
@@ -71,16 +81,18 @@ def grad_cam(
     target: int | list[int] | None = None,
     layer: nn.Module | None = None,
 ) -> CamResult:
-    """Forward `inputs` (B, 3, H, W) once and return logits plus Grad-CAM for `target`.
+    """Forward `inputs` once and return the outputs plus Grad-CAM for `target` at `layer`.
 
-    `target=None` explains each image's predicted class.
+    `model` returns logits or a `ModelOutput`; `layer` is one of its modules (default: a
+    PostureNet's last conv stage). `target=None` explains each image's predicted class.
     """
-    layer = layer if layer is not None else cam_layer(model)
-    captured: dict[str, torch.Tensor] = {}
+    layer = layer if layer is not None else model.cam_layer()
+    captured: dict[str, ModelOutput] = {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        logits = model(x)
-        captured["logits"] = logits.detach()
+        out = model(x)
+        captured["out"] = _detached(out)
+        logits = out if isinstance(out, torch.Tensor) else out.logits
         if target is None:
             return logits.gather(1, logits.argmax(dim=1, keepdim=True))  # (B, 1)
         return logits
@@ -91,9 +103,9 @@ def grad_cam(
         attr = LayerGradCam(forward, layer).attribute(
             inputs, target=0 if target is None else target, relu_attributions=True
         )  # (B, 1, h, w)
-    logits = captured["logits"]
+    outputs = captured["out"]
     if target is None:
-        targets = logits.argmax(dim=1)
+        targets = outputs.logits.argmax(dim=1)
     else:
-        targets = torch.as_tensor(target).expand(logits.shape[0]).clone()
-    return CamResult(logits=logits, targets=targets, cams=attr.detach()[:, 0])
+        targets = torch.as_tensor(target).expand(outputs.logits.shape[0]).clone()
+    return CamResult(outputs=outputs, targets=targets, cams=attr.detach()[:, 0])

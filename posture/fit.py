@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 
 from posture.errors import PostureError, TrainingCancelled
 from posture.imagedata import Augment, ImageDataset
-from posture.models import classifier, pooled_features
 from posture.serving import resolve_precision
 
 __all__ = ["EpochLoop", "TrainEvent", "extract_features", "fit_full", "fit_head"]
@@ -83,7 +82,7 @@ def extract_features(
             for x, _ in _loader(dataset, batch_size=batch_size, num_workers=workers):
                 if cancel is not None and cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
-                out.append(pooled_features(model, x.contiguous(memory_format=torch.channels_last)))
+                out.append(model.pool(model.forward_features(x.contiguous(memory_format=torch.channels_last))))
     finally:
         model.to(memory_format=torch.contiguous_format)
     return torch.cat(out)
@@ -195,7 +194,7 @@ def fit_head(model, cfg, train_items, val_items, weights, loop: EpochLoop, progr
                                  cfg.workers)
     y_train = torch.tensor([c for _, c in train_items])
     y_val = torch.tensor([c for _, c in val_items])
-    head = classifier(model)
+    head = model.fc
 
     def epoch_batches(epoch: int, index_batches: list[list[int]]):
         view = train_feats[(epoch - 1) % len(train_feats)]  # (N, D)

@@ -1,36 +1,73 @@
-"""The two model families and their registry.
+"""The two model families, their registry, and the surface every model shares.
 
-`resnet14` is the small CIFAR-style ResNet of the original design, trained from
-scratch. `resnet18` is torchvision's ImageNet ResNet-18 with a new head, for
-transfer learning. Both expose the same small surface: `forward_features`,
-`reset_classifier`, `classifier` and `cam_layer` (the last conv stage, where
-Grad-CAM hooks). This module does no I/O: pretrained weights are loaded by
-`posture.pretrained`.
+Every model is a `PostureNet`: named conv stages (the backbone), global average pooling and
+a linear classifier, plus optional auxiliary heads on the same pooled features:
+
+- `cva`: the craniovertebral angle in degrees (a regression);
+- `side_view`: a logit saying whether the picture holds a side view of a person at all.
+
+`resnet14` is the small CIFAR-style ResNet of the original design, trained from scratch.
+`resnet18` is torchvision's ResNet-18 with a new head, for transfer learning. Both keep
+torchvision's parameter names, so checkpoints without auxiliary heads load unchanged.
+The registry (`ARCHS`) carries each architecture's settings: default input size and
+initialisation, whether the backbone is frozen by default, the layer Grad-CAM explains.
+This module does no I/O: pretrained weights are loaded by `posture.pretrained`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from posture.errors import WeightsError
+from posture.errors import UsageError, WeightsError
 
 __all__ = [
+    "ARCHS",
+    "AUX_HEADS",
+    "ArchConfig",
     "BasicBlock",
+    "ModelOutput",
+    "PostureNet",
     "ResNet14",
+    "ResNet18",
+    "arch_config",
     "build_model",
-    "cam_layer",
-    "classifier",
     "count_parameters",
+    "cva_from_head",
+    "cva_to_head",
     "freeze_backbone",
     "list_models",
     "load_backbone",
-    "pooled_features",
     "reset_classifier",
 ]
+
+AUX_HEADS = ("cva", "side_view")
+# The cva head predicts (degrees - centre) / scale: targets of order 1 for any loss.
+_CVA_CENTRE, _CVA_SCALE = 50.0, 15.0
+_AUX_HIDDEN = 128
+
+
+def cva_to_head(deg: torch.Tensor) -> torch.Tensor:
+    """Degrees -> the cva head's target scale."""
+    return (deg - _CVA_CENTRE) / _CVA_SCALE
+
+
+def cva_from_head(out: torch.Tensor) -> torch.Tensor:
+    """The cva head's output -> degrees."""
+    return out * _CVA_SCALE + _CVA_CENTRE
+
+
+@dataclass
+class ModelOutput:
+    """Everything one forward pass gives: logits, and each auxiliary head's output when present."""
+
+    logits: torch.Tensor  # (B, K)
+    cva_deg: torch.Tensor | None = None  # (B,) degrees
+    side_view_logit: torch.Tensor | None = None  # (B,) > 0: a side view of a person
 
 
 class BasicBlock(nn.Module):
@@ -56,8 +93,102 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNet14(nn.Module):
+class PostureNet(nn.Module):
+    """The surface shared by every model: named stages, a pooled linear head, auxiliary heads.
+
+    Subclasses set `stage_names` (the stem first, then the conv stages Grad-CAM may explain)
+    and define `fc`, `avgpool` and `stem`; `heads` holds the auxiliary heads that exist.
+    """
+
+    stage_names: tuple[str, ...] = ()
+    fc: nn.Linear
+    avgpool: nn.Module
+    heads: nn.ModuleDict
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    @property
+    def cam_layers(self) -> list[str]:
+        """Stages whose output Grad-CAM can explain, input side first."""
+        return list(self.stage_names[1:])
+
+    def _stage(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.stem if name == "stem" else getattr(self, name)
+
+    def forward_features(self, x: torch.Tensor, upto: str | None = None) -> torch.Tensor:
+        """(B, 3, H, W) -> the feature map after stage `upto` (default: the last conv stage)."""
+        self._check_layer(upto)
+        for name in self.stage_names:
+            x = self._stage(name)(x)
+            if name == upto:
+                break
+        return x
+
+    def forward_after(self, features: torch.Tensor, after: str) -> torch.Tensor:
+        """The output of stage `after` -> the last conv stage's feature map (the rest of the backbone)."""
+        self._check_layer(after)
+        for name in self.stage_names[self.stage_names.index(after) + 1 :]:
+            features = self._stage(name)(features)
+        return features
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) last-stage features -> (B, C) pooled features: what every head sees."""
+        return torch.flatten(self.avgpool(features), 1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Last-stage features -> class logits (B, K)."""
+        return self.fc(self.pool(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> class logits (B, K)."""
+        return self.forward_head(self.forward_features(x))
+
+    def outputs_from_features(self, features: torch.Tensor) -> ModelOutput:
+        """Last-stage features -> logits and every auxiliary head's output."""
+        pooled = self.pool(features)
+        out = ModelOutput(self.fc(pooled))
+        if "cva" in self.heads:
+            out.cva_deg = cva_from_head(self.heads["cva"](pooled)[:, 0])
+        if "side_view" in self.heads:
+            out.side_view_logit = self.heads["side_view"](pooled)[:, 0]
+        return out
+
+    def forward_outputs(self, x: torch.Tensor) -> ModelOutput:
+        """(B, 3, H, W) -> logits and every auxiliary head's output, from one backbone pass."""
+        return self.outputs_from_features(self.forward_features(x))
+
+    def cam_layer(self, name: str | None = None) -> nn.Module:
+        """The stage Grad-CAM hooks: `name` (e.g. "layer3"), default the last conv stage."""
+        name = name or self.stage_names[-1]
+        self._check_layer(name)
+        return getattr(self, name)
+
+    def add_heads(self, names: Sequence[str]) -> "PostureNet":
+        """Give the model fresh auxiliary heads (`AUX_HEADS`) it does not have yet; returns it."""
+        for name in names:
+            if name not in AUX_HEADS:
+                raise UsageError(f"unknown auxiliary head {name!r}; choose from {', '.join(AUX_HEADS)}")
+            if name not in self.heads:
+                d = self.fc.in_features
+                self.heads[name] = nn.Sequential(nn.Linear(d, _AUX_HIDDEN), nn.ReLU(inplace=True),
+                                                 nn.Linear(_AUX_HIDDEN, 1))
+        return self
+
+    @property
+    def head_names(self) -> list[str]:
+        """The auxiliary heads this model has, in `AUX_HEADS` order."""
+        return [n for n in AUX_HEADS if n in self.heads]
+
+    def _check_layer(self, name: str | None) -> None:
+        if name is not None and name not in self.cam_layers:
+            raise UsageError(f"{type(self).__name__} has no layer {name!r}; choose from {', '.join(self.cam_layers)}")
+
+
+class ResNet14(PostureNet):
     """CIFAR-style ResNet: 16/32/64 channels, two BasicBlocks per stage, GAP, linear."""
+
+    stage_names = ("stem", "layer1", "layer2", "layer3")
 
     def __init__(self, num_classes: int = 2) -> None:
         super().__init__()
@@ -69,111 +200,129 @@ class ResNet14(nn.Module):
         self.layer3 = nn.Sequential(BasicBlock(32, 64, stride=2), BasicBlock(64, 64))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
+        self.heads = nn.ModuleDict()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 64, H/4, W/4) feature map of the last conv stage."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(self.conv1(x)))
 
 
-class ResNet18(tv_resnet.ResNet):
-    """torchvision's ResNet-18, with the same small surface as ResNet14."""
+class ResNet18(tv_resnet.ResNet, PostureNet):
+    """torchvision's ResNet-18 (same parameter names), with the PostureNet surface."""
+
+    stage_names = ("stem", "layer1", "layer2", "layer3", "layer4")
 
     def __init__(self, num_classes: int = 2) -> None:
         super().__init__(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+        self.heads = nn.ModuleDict()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 512, H/32, W/32) feature map of the last conv stage."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    forward = PostureNet.forward
 
 
-# Which names are the trainable head: the only part left trainable by freeze_backbone.
-_HEAD = "fc"
+@dataclass(frozen=True)
+class ArchConfig:
+    """One architecture's settings: everything that used to be spelled out per name elsewhere."""
 
-# Architectures with published backbone weights (torchvision's ImageNet ResNet-18).
-_PRETRAINED = {"resnet18"}
+    name: str
+    builder: type[PostureNet]
+    input_size: int  # default training input (px, square)
+    init: str  # default initialisation for training: "scratch" or "imagenet"
+    pretrained: bool  # published backbone weights exist ("imagenet" and weights files work)
+    cam_layer: str  # the layer Grad-CAM explains unless a checkpoint records another
+    lr_scratch: float = 2e-3  # default learning rates: training everything from scratch,
+    lr_finetune: float = 3e-4  # fine-tuning pretrained weights,
+    lr_head: float = 1e-2  # training the head alone on a frozen backbone
 
-_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
-    "resnet14": ResNet14,
-    "resnet18": ResNet18,
+    @property
+    def cam_layers(self) -> list[str]:
+        """The stages Grad-CAM can explain, input side first."""
+        return list(self.builder.stage_names[1:])  # type: ignore[attr-defined]
+
+    def freeze_by_default(self, init: str) -> bool:
+        """A backbone starting from published weights is frozen unless asked otherwise."""
+        return self.pretrained and init not in ("scratch",)
+
+    def default_lr(self, init: str, frozen: bool) -> float:
+        """The learning rate for this initialisation and freeze choice."""
+        if frozen:
+            return self.lr_head
+        return self.lr_scratch if init == "scratch" else self.lr_finetune
+
+
+ARCHS: dict[str, ArchConfig] = {
+    "resnet14": ArchConfig("resnet14", ResNet14, input_size=96, init="scratch", pretrained=False,
+                           cam_layer="layer3"),
+    "resnet18": ArchConfig("resnet18", ResNet18, input_size=224, init="imagenet", pretrained=True,
+                           cam_layer="layer4"),
 }
 
 
 def list_models() -> list[str]:
     """Names accepted by `build_model`."""
-    return sorted(_REGISTRY)
+    return sorted(ARCHS)
 
 
-def build_model(name: str, num_classes: int = 2, weights: str | None = None) -> nn.Module:
+def arch_config(name: str) -> ArchConfig:
+    """The registry entry of an architecture; UsageError names the known ones."""
+    if name not in ARCHS:
+        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    return ARCHS[name]
+
+
+def build_model(
+    name: str, num_classes: int = 2, weights: str | None = None, heads: Sequence[str] = ()
+) -> PostureNet:
     """Build a model by registry name with a fresh head for `num_classes` classes.
 
     `weights` initialises the backbone: None (random), "imagenet" or a path to a
-    torchvision-format state dict (see `posture.pretrained`); resnet18 only.
+    torchvision-format state dict (see `posture.pretrained`); only for architectures
+    with published weights. `heads` adds auxiliary heads (`AUX_HEADS`).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    cfg = arch_config(name)
     if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-    model = _REGISTRY[name](num_classes)
+        raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
+    model = cfg.builder(num_classes)
     if weights is not None:
-        if name not in _PRETRAINED:
-            raise ValueError(f"{name} has no pretrained weights; it is trained from scratch")
+        if not cfg.pretrained:
+            raise UsageError(f"{name} has no pretrained weights; it is trained from scratch")
         from posture.pretrained import backbone_state_dict  # the only I/O, kept out of this module
 
         load_backbone(model, backbone_state_dict(weights))
-    return model
+    return model.add_heads(heads)
 
 
-def load_backbone(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy every backbone tensor of `state` into `model`, leaving the head as it is."""
-    state = {k: v for k, v in state.items() if not k.startswith(_HEAD + ".")}
+def _is_head(key: str) -> bool:
+    return key.startswith(("fc.", "heads."))
+
+
+def load_backbone(model: PostureNet, state: dict[str, torch.Tensor]) -> None:
+    """Copy every backbone tensor of `state` into `model`, leaving the heads as they are."""
+    state = {k: v for k, v in state.items() if not _is_head(k)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         raise WeightsError(f"weights do not fit {type(model).__name__}: {exc}") from exc
-    missing = [k for k in missing if not k.startswith(_HEAD + ".")]
+    missing = [k for k in missing if not _is_head(k)]
     if missing or unexpected:
         raise WeightsError(
             f"weights do not fit {type(model).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
 
 
-def cam_layer(model: nn.Module) -> nn.Module:
-    """The last conv stage of `model`: the layer Grad-CAM explains."""
-    if isinstance(model, ResNet14):
-        return model.layer3
-    if isinstance(model, tv_resnet.ResNet):
-        return model.layer4
-    raise TypeError(f"no Grad-CAM layer known for {type(model).__name__}")
+def reset_classifier(model: PostureNet, num_classes: int) -> None:
+    """Replace the classifier with a fresh linear layer for `num_classes` classes."""
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
 
 
-def classifier(model: nn.Module) -> nn.Linear:
-    """The model's final linear layer."""
-    return getattr(model, _HEAD)
-
-
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, D) globally pooled features: what the head sees."""
-    return torch.flatten(model.avgpool(model.forward_features(x)), 1)
-
-
-def reset_classifier(model: nn.Module, num_classes: int) -> None:
-    """Replace the head with a fresh linear layer for `num_classes` classes."""
-    old = classifier(model)
-    setattr(model, _HEAD, nn.Linear(old.in_features, num_classes))
-
-
-def freeze_backbone(model: nn.Module, frozen: bool = True) -> nn.Module:
-    """Make every parameter but the head's untrainable (or trainable again); returns `model`."""
+def freeze_backbone(model: PostureNet, frozen: bool = True) -> PostureNet:
+    """Make every parameter but the heads' untrainable (or trainable again); returns `model`."""
     for name, p in model.named_parameters():
-        p.requires_grad_(not frozen or name.startswith(_HEAD + "."))
+        p.requires_grad_(not frozen or _is_head(name))
     return model
 
 

@@ -1,4 +1,4 @@
-"""Prediction with explanation: image in, verdict, probabilities and Grad-CAM out."""
+"""Prediction with explanation: image in; verdict, probabilities, CVA estimate, side-view flag and Grad-CAM out."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from PIL import Image
 from torch import nn
 
 from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
+from posture.errors import UsageError
 from posture.explain import grad_cam
 from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
+from posture.models import ModelOutput
 from posture.overlay import encode_image, overlay_heatmap
 from posture.preprocess import Letterbox, resize_map, to_input
 from posture.serving import ServingModel
@@ -36,6 +38,9 @@ class Prediction:
     probabilities: dict[str, float]  # every class, in the checkpoint's order
     image: Image.Image  # upright RGB image the heatmap lies on (reduced-scale decode)
     target: str | None = None  # the class explained
+    layer: str | None = None  # the layer Grad-CAM explained
+    cva_deg: float | None = None  # estimated craniovertebral angle; None when the model has no cva head
+    side_view_prob: float | None = None  # P(the picture holds a side view of a person); None without that head
     cam: np.ndarray | None = field(default=None, repr=False)  # (h, w) float32 in [0, 1], peak 1
     cam_empty: bool = False  # Grad-CAM was zero everywhere: nothing to show for `target`
     latency_ms: float = 0.0
@@ -44,6 +49,11 @@ class Prediction:
     @property
     def confidence(self) -> float:
         return self.probabilities[self.label]
+
+    @property
+    def side_view(self) -> bool | None:
+        """Whether the picture holds a side view of a person; None when the model cannot tell."""
+        return None if self.side_view_prob is None else self.side_view_prob >= 0.5
 
     @cached_property
     def heatmap(self) -> np.ndarray | None:
@@ -70,6 +80,10 @@ class Prediction:
             "label": self.label,
             "probabilities": self.probabilities,
             "target": self.target,
+            "layer": self.layer,
+            "cva_deg": None if self.cva_deg is None else round(self.cva_deg, 2),
+            "side_view": self.side_view,
+            "side_view_prob": None if self.side_view_prob is None else round(self.side_view_prob, 4),
             "cam_empty": self.cam_empty,
             "latency_ms": round(self.latency_ms, 2),
         }
@@ -97,7 +111,7 @@ class Predictor:
     @property
     def precision(self) -> str:
         """The precision the backbone runs in: "fp32" or "bf16"."""
-        return self.serving.precision if self.serving.split else "fp32"
+        return self.serving.precision
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str | Path, precision: str | None = None) -> "Predictor":
@@ -110,6 +124,23 @@ class Predictor:
     def class_names(self) -> list[str]:
         return list(self.info.class_names)
 
+    @property
+    def cam_layers(self) -> list[str]:
+        """Layers Grad-CAM can explain, input side first; `cam_layer` is the default."""
+        return self.model.cam_layers
+
+    @property
+    def cam_layer(self) -> str:
+        """The layer Grad-CAM explains unless a call asks for another (recorded in the checkpoint)."""
+        return self.info.default_cam_layer
+
+    def _layer(self, layer: str | None) -> str:
+        if layer is None:
+            return self.cam_layer
+        if layer not in self.cam_layers:
+            raise UsageError(f"{self.name} has no layer {layer!r}; choose from {', '.join(self.cam_layers)}")
+        return layer
+
     def class_index(self, target: str | int) -> int:
         """A class name or index -> index; ValueError names the valid classes."""
         names = self.class_names
@@ -117,7 +148,7 @@ class Predictor:
             return target
         if target in names:
             return names.index(target)
-        raise ValueError(f"unknown class {target!r}; this model knows {', '.join(names)}")
+        raise UsageError(f"unknown class {target!r}; this model knows {', '.join(names)}")
 
     def prepare(self, source: ImageSource) -> tuple[Image.Image, torch.Tensor, Letterbox]:
         """Decode and letterbox: -> upright image, (1, 3, S, S) input, its Letterbox."""
@@ -126,21 +157,29 @@ class Predictor:
         return image, x[None], box
 
     def predict(
-        self, source: ImageSource, target: str | int | None = None, explain: bool = True
+        self, source: ImageSource, target: str | int | None = None, explain: bool = True, layer: str | None = None
     ) -> Prediction:
-        """Classify one image; with `explain`, add Grad-CAM for `target` (default: predicted)."""
-        return self.predict_batch([source], target=target, explain=explain)[0]
+        """Classify one image; with `explain`, add Grad-CAM for `target` (default: predicted) at
+        `layer` (default: the checkpoint's `cam_layer`)."""
+        return self.predict_batch([source], target=target, explain=explain, layer=layer)[0]
 
     def predict_batch(
-        self, sources: Sequence[ImageSource], target: str | int | None = None, explain: bool = True
+        self,
+        sources: Sequence[ImageSource],
+        target: str | int | None = None,
+        explain: bool = True,
+        layer: str | None = None,
     ) -> list[Prediction]:
         """Classify several images in one forward pass; `latency_ms` is the batch's per image."""
         start = time.perf_counter()
+        layer = self._layer(layer)
+        index = None if target is None else self.class_index(target)
         prepared = [self.prepare(s) for s in sources]
         x = torch.cat([p[1] for p in prepared])  # (B, 3, S, S)
-        index = None if target is None else self.class_index(target)
-        logits, cams, explained = self._run(x, index, explain)
-        probs = torch.softmax(logits.float(), dim=1).numpy()
+        outputs, cams, explained = self._run(x, index, explain, layer)
+        probs = torch.softmax(outputs.logits.float(), dim=1).numpy()
+        side = None if outputs.side_view_logit is None else torch.sigmoid(outputs.side_view_logit.float()).tolist()
+        cva = None if outputs.cva_deg is None else outputs.cva_deg.float().tolist()
         names = self.class_names
         out = []
         for i, (image, _, box) in enumerate(prepared):
@@ -149,11 +188,14 @@ class Predictor:
                 probabilities={n: float(p) for n, p in zip(names, probs[i])},
                 image=image,
                 letterbox=box,
+                cva_deg=None if cva is None else float(cva[i]),
+                side_view_prob=None if side is None else float(side[i]),
             )
             if cams is not None:
                 cam = box.crop(cams[i])
                 peak = float(cam.max())
                 pred.target = names[explained[i]]
+                pred.layer = layer
                 pred.cam_empty = not peak > 0.0
                 pred.cam = cam / peak if peak > 0.0 else np.zeros_like(cam)
             out.append(pred)
@@ -163,16 +205,13 @@ class Predictor:
         return out
 
     def _run(
-        self, x: torch.Tensor, index: int | None, explain: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int] | None]:
-        """(B, 3, S, S) -> logits, Grad-CAMs (B, h, w) or None, explained class per image or None."""
-        serving = self.serving
-        if serving.split:
-            model, x, layer = serving.head, serving.features(x), serving.head.cam
-        else:
-            model, layer = self.model, None
+        self, x: torch.Tensor, index: int | None, explain: bool, layer: str
+    ) -> tuple[ModelOutput, torch.Tensor | None, list[int] | None]:
+        """(B, 3, S, S) -> outputs, Grad-CAMs (B, h, w) or None, explained class per image or None."""
+        head = self.serving.head(layer)
+        features = self.serving.features(x, layer)
         if explain:
-            result = grad_cam(model, x, target=index, layer=layer)
-            return result.logits, result.cams, result.targets.tolist()
+            result = grad_cam(head, features, target=index, layer=head.cam)
+            return result.outputs, result.cams, result.targets.tolist()
         with torch.inference_mode():
-            return model(x), None, None
+            return head(features), None, None

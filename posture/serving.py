@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from posture.models import classifier
+from posture.models import ModelOutput, PostureNet
 
 __all__ = ["PRECISIONS", "PRECISION_ENV", "ServingModel", "bf16_supported", "resolve_precision"]
 
@@ -58,88 +58,84 @@ def resolve_precision(precision: str | None = None) -> str:
 
 
 class _Head(nn.Module):
-    """Global average pool + the model's own linear layer, behind an identity Grad-CAM hooks on."""
+    """The model after stage `layer`: the rest of the backbone, pooling and every head.
 
-    def __init__(self, model: nn.Module) -> None:
+    An identity layer (`cam`) sits on its input, where Grad-CAM hooks; it shares the
+    model's modules (no copies), so a retrained head is seen at once. Returns a ModelOutput.
+    """
+
+    def __init__(self, model: PostureNet, layer: str) -> None:
         super().__init__()
         self.cam = nn.Identity()
-        self.avgpool = model.avgpool
-        self.fc = classifier(model)
+        self.model = model
+        self.layer = layer
+        self.last = layer == model.stage_names[-1]
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.cam(features)), 1))
+    def forward(self, features: torch.Tensor) -> ModelOutput:
+        features = self.cam(features)
+        if not self.last:
+            features = self.model.forward_after(features, self.layer)
+        return self.model.outputs_from_features(features)
 
 
 class ServingModel:
-    """A model split into a fast frozen backbone and an fp32 head; thread-safe once built."""
+    """A model split at an explained layer into a fast frozen backbone and an fp32 head.
 
-    def __init__(self, model: nn.Module, input_size: int, precision: str | None = None) -> None:
+    Thread-safe: each layer's backbone is built once, on first use, under a lock.
+    """
+
+    def __init__(self, model: PostureNet, input_size: int, precision: str | None = None) -> None:
+        if not isinstance(model, PostureNet):
+            raise TypeError(f"serving needs a PostureNet (see posture.models), got {type(model).__name__}")
         self.model = model
         self.input_size = input_size
         self.precision = resolve_precision(precision)
-        self.head: nn.Module | None = _Head(model) if _splits(model) else None
-        self._backbone: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._heads: dict[str, _Head] = {}
+        self._backbones: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
         self._build_lock = threading.Lock()
 
-    @property
-    def split(self) -> bool:
-        """Whether the model is served as backbone + head (else: eager, whole)."""
-        return self.head is not None
+    def head(self, layer: str) -> _Head:
+        """The part of the model after `layer` (built once per layer)."""
+        with self._build_lock:
+            if layer not in self._heads:
+                self._heads[layer] = _Head(self.model, layer).eval()  # its mode is the model's mode
+            return self._heads[layer]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) fp32 -> (B, C, h, w) fp32 last-stage features, no autograd graph."""
+    def features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """(B, 3, S, S) fp32 -> (B, C, h, w) fp32 features after `layer`, no autograd graph."""
         if self.precision == "fp32":
             with torch.no_grad():
-                return self.model.forward_features(x)
-        backbone = self._backbone or self._build()
+                return self.model.forward_features(x, upto=layer)
+        backbone = self._backbones.get(layer) or self._build(layer)
         with torch.inference_mode():
             x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
             out = torch.cat([backbone(x[i : i + 1]) for i in range(x.shape[0])])  # the fused graph is batch-1
         return out.float()  # a normal tensor (not an inference one) Grad-CAM may use
 
-    def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _build(self, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
         with self._build_lock:
-            if self._backbone is None:
-                self._backbone = _freeze_backbone(self.model, self.input_size, torch.bfloat16)
-            return self._backbone
-
-
-def _splits(model: nn.Module) -> bool:
-    """Whether model(x) == head(forward_features(x)) for this model's structure."""
-    if not all(hasattr(model, a) for a in ("forward_features", "avgpool")):
-        return False
-    try:
-        classifier(model)
-    except AttributeError:
-        return False
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            whole = model(x)
-            parts = _Head(model)(model.forward_features(x))
-    finally:
-        model.train(was_training)
-    return whole.shape == parts.shape and torch.allclose(whole, parts, rtol=1e-4, atol=1e-5)
+            if layer not in self._backbones:
+                self._backbones[layer] = _freeze_backbone(self.model, self.input_size, torch.bfloat16, layer=layer)
+            return self._backbones[layer]
 
 
 class _Backbone(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: PostureNet, layer: str | None) -> None:
         super().__init__()
         self.model = model
+        self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
+        return self.model.forward_features(x, upto=self.layer)
 
 
 _FUSER_LOCK = threading.Lock()  # the oneDNN fuser switch is process-wide: one build at a time
 
 
 def _freeze_backbone(
-    model: nn.Module, input_size: int, dtype: torch.dtype, fuse: bool = True
+    model: PostureNet, input_size: int, dtype: torch.dtype, fuse: bool = True, layer: str | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A frozen TorchScript copy of `model.forward_features` in `dtype`, channels-last, batch 1.
+    """A frozen TorchScript copy of `model.forward_features` (through `layer`) in `dtype`, channels-last, batch 1.
 
     The oneDNN Graph fuser optimises the graph on its first calls; it is switched on for
     those calls only, then restored. The fused graph is checked against the eager bf16
@@ -148,7 +144,7 @@ def _freeze_backbone(
     """
     import copy
 
-    backbone = _Backbone(copy.deepcopy(model)).eval().to(dtype=dtype, memory_format=torch.channels_last)
+    backbone = _Backbone(copy.deepcopy(model), layer).eval().to(dtype=dtype, memory_format=torch.channels_last)
     for p in backbone.parameters():
         p.requires_grad_(False)
     example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))

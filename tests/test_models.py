@@ -6,15 +6,16 @@ import pytest
 import torch
 from torchvision.models import resnet18 as tv_resnet18
 
-from posture.errors import WeightsError
+from posture.errors import UsageError, WeightsError
 from posture.models import (
+    ARCHS,
+    AUX_HEADS,
     build_model,
-    cam_layer,
-    classifier,
     count_parameters,
+    cva_from_head,
+    cva_to_head,
     freeze_backbone,
     list_models,
-    pooled_features,
 )
 from posture.pretrained import IMAGENET_ENV
 
@@ -44,23 +45,65 @@ def test_resnet14_structure_matches_the_design():
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("size", [32, 64, 97])
-def test_any_input_size_gives_logits_and_head_sees_pooled_features(name, size):
+def test_any_input_size_gives_logits_and_the_head_sees_the_last_stage(name, size):
     model = build_model(name, num_classes=3).eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         logits = model(x)
         assert logits.shape == (2, 3)
-        torch.testing.assert_close(classifier(model)(pooled_features(model, x)), logits)
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), logits)
+        torch.testing.assert_close(model.fc(model.pool(model.forward_features(x))), logits)
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_cam_layer_is_the_last_conv_stage(name):
+def test_the_default_cam_layer_is_the_last_conv_stage(name):
     model = build_model(name)
     feats = {}
-    cam_layer(model).register_forward_hook(lambda m, i, o: feats.setdefault("out", o))
+    model.cam_layer().register_forward_hook(lambda m, i, o: feats.setdefault("out", o))
     with torch.no_grad():
         model.eval()(torch.randn(1, 3, 64, 64))
-    assert feats["out"].shape[1] == classifier(model).in_features
+    assert feats["out"].shape[1] == model.fc.in_features
+    assert model.cam_layers[-1] == ARCHS[name].cam_layers[-1]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_layer_splits_the_model_into_backbone_and_rest(name):
+    model = build_model(name, heads=AUX_HEADS).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole = model.forward_outputs(x)
+        for layer in model.cam_layers:
+            rest = model.outputs_from_features(model.forward_after(model.forward_features(x, upto=layer), layer))
+            torch.testing.assert_close(rest.logits, whole.logits)
+            torch.testing.assert_close(rest.cva_deg, whole.cva_deg)
+            torch.testing.assert_close(rest.side_view_logit, whole.side_view_logit)
+    sizes = [model.forward_features(x, upto=layer).shape[-1] for layer in model.cam_layers]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) > 1  # earlier layers are finer
+    with pytest.raises(UsageError, match="no layer"):
+        model.cam_layer("stem")
+    with pytest.raises(UsageError, match="no layer"):
+        model.forward_features(x, upto="layer9")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_auxiliary_heads_are_optional_and_trainable_with_the_classifier(name):
+    plain = build_model(name)
+    assert plain.head_names == [] and plain.eval().forward_outputs(torch.randn(1, 3, 32, 32)).cva_deg is None
+    model = build_model(name, heads=["side_view", "cva"])
+    assert model.head_names == ["cva", "side_view"]  # registry order, whatever the request's
+    out = model.eval().forward_outputs(torch.randn(3, 3, 32, 32))
+    assert out.cva_deg.shape == (3,) and out.side_view_logit.shape == (3,)
+    freeze_backbone(model)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc", "heads"}
+    with pytest.raises(UsageError, match="unknown auxiliary head"):
+        build_model(name, heads=["age"])
+
+
+def test_cva_head_scale_round_trips():
+    deg = torch.tensor([25.0, 50.0, 70.0])
+    torch.testing.assert_close(cva_from_head(cva_to_head(deg)), deg)
+    assert float(cva_to_head(torch.tensor(50.0))) == 0.0
 
 
 def test_unknown_model_and_too_few_classes_are_refused():

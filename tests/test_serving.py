@@ -58,17 +58,22 @@ def test_auto_falls_back_to_fp32_without_native_bf16(monkeypatch, checkpoint_dir
     assert Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors").precision == "fp32"
 
 
-@pytest.mark.parametrize("arch", list_models())
-def test_fp32_path_equals_the_whole_model_with_captum(checkpoint_dir, arch):
+_LAYERS = [(arch, layer) for arch in list_models() for layer in build_model(arch).cam_layers]
+
+
+@pytest.mark.parametrize("arch, layer", _LAYERS)
+def test_fp32_path_equals_the_whole_model_with_captum(checkpoint_dir, arch, layer):
     predictor = Predictor.from_checkpoint(checkpoint_dir / f"{arch}.safetensors", precision="fp32")
-    assert predictor.serving.split
     img = person_like(seed=3)
     _, x, box = predictor.prepare(img)
-    reference = grad_cam(predictor.model, x)  # the whole model, hooks on its last conv stage
-    pred = predictor.predict(img)
+    model = predictor.model
+    reference = grad_cam(model, x, layer=model.cam_layer(layer))  # the whole model, hooks on that stage
+    pred = predictor.predict(img, layer=layer)
+    assert pred.layer == layer
     probs = torch.softmax(reference.logits, dim=1)[0].tolist()
     assert list(pred.probabilities.values()) == pytest.approx(probs, abs=1e-6)
     expected = box.unletterbox(reference.cams[0])
+    assert expected.max() > 0
     assert np.allclose(pred.heatmap, expected / expected.max(), atol=1e-5)
 
 
@@ -119,33 +124,16 @@ def test_batches_of_other_sizes_use_the_frozen_backbone(checkpoint_dir):
         assert predictor.predict(img).probabilities == pytest.approx(b.probabilities, abs=1e-3)
 
 
-class _NoFeatures(nn.Module):
-    """A model without the forward_features/avgpool surface: served whole, in fp32."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.layer(x).mean(dim=(2, 3)))
-
-
-def test_a_model_that_does_not_split_is_served_whole(monkeypatch):
-    import posture.explain as explain
-
-    monkeypatch.setattr(explain, "cam_layer", lambda model: model.layer)
-    predictor = Predictor(_NoFeatures(), ModelInfo("resnet14", CLASSES, 32), precision="bf16")
-    assert not predictor.serving.split and predictor.precision == "fp32"
-    pred = predictor.predict(person_like(40, 30))
-    assert pred.heatmap.shape == (30, 40) and set(pred.probabilities) == set(CLASSES)
+def test_only_posture_models_are_served():
+    with pytest.raises(TypeError, match="PostureNet"):
+        serving.ServingModel(nn.Conv2d(3, 4, 3), 32)
 
 
 def test_a_trained_head_change_is_seen_without_rebuilding():
     """The head shares the model's linear layer: no stale copy of the classifier."""
     model = build_model("resnet14")
     predictor = Predictor(model, ModelInfo("resnet14", CLASSES, 32), precision="fp32")
-    assert predictor.serving.head.fc is model.fc
+    assert predictor.serving.head("layer3").model.fc is model.fc
 
 
 @pytest.mark.parametrize("fmt, pil_format", [("jpeg", "JPEG"), ("png", "PNG"), ("JPG", "JPEG")])
@@ -183,6 +171,6 @@ def test_a_fused_backbone_that_disagrees_or_fails_is_replaced_by_the_plain_one(m
 def test_the_fuser_switch_is_restored_after_building():
     was_on = torch.jit.onednn_fusion_enabled()
     model = build_model("resnet14", 2).eval()
-    features = serving.ServingModel(model, 64, precision="bf16").features(torch.randn(2, 3, 64, 64))
+    features = serving.ServingModel(model, 64, precision="bf16").features(torch.randn(2, 3, 64, 64), "layer3")
     assert features.shape == (2, 64, 16, 16) and features.dtype == torch.float32
     assert torch.jit.onednn_fusion_enabled() == was_on
