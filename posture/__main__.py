@@ -14,60 +14,72 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from posture.errors import PostureError
+from posture.errors import PostureError, UsageError
 
 __all__ = ["get_args_parser", "main"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from posture.batch import BatchWriter, find_images, score_files
     from posture.predict import Predictor
 
     predictor = Predictor.from_checkpoint(args.model)
     if args.target is not None:
         predictor.class_index(args.target)  # fail before any image is read
-    if args.cam_dir:
-        Path(args.cam_dir).mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for image in args.images:
-        try:
-            pred = predictor.predict(image, target=args.target, explain=bool(args.cam_dir) or args.target is not None)
-        except PostureError as exc:
-            print(f"{image}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        if args.cam_dir:
-            out = Path(args.cam_dir) / f"{Path(image).stem}_cam.png"
-            pred.overlay(args.alpha).save(out)
-        if args.json:
-            record = {"file": str(image), "model": predictor.name, **pred.to_dict()}
-            print(json.dumps(record))
-        else:
-            probs = " ".join(f"{n}={p:.3f}" for n, p in pred.probabilities.items())
-            note = "  (Grad-CAM empty)" if pred.cam_empty else ""
-            print(f"{image}: {pred.label} ({probs}) {pred.latency_ms:.0f} ms{note}")
-    return 1 if failures else 0
+    if args.layer is not None and args.layer not in predictor.cam_layers:
+        raise UsageError(f"{predictor.name} has no layer {args.layer!r}; choose from {', '.join(predictor.cam_layers)}")
+    files = find_images(args.images)
+    writer = BatchWriter(predictor.class_names, csv_path=args.csv, cam_dir=args.cam_dir, alpha=args.alpha)
+    explain = writer.wants_overlays or args.target is not None
+    scored = score_files(predictor, files, explain=explain, target=args.target, layer=args.layer,
+                         batch_size=args.batch_size)
+    # The bar goes to stderr; per-file lines (or JSON) stay on stdout for pipes.
+    with writer, tqdm(scored, total=len(files), unit="img", dynamic_ncols=True, leave=False,
+                      disable=args.json or args.quiet) as bar:
+        for item in bar:
+            row = writer.add(item)
+            if row.error:  # library messages name the file already; others get it in front
+                tqdm.write(row.error if row.file in row.error else f"{row.file}: {row.error}", file=sys.stderr)
+            elif args.json:
+                print(json.dumps({"file": row.file, "model": predictor.name, **item.prediction.to_dict()}))
+            elif not args.quiet:
+                tqdm.write(_prediction_line(row.file, item.prediction))
+    if args.csv:
+        print(f"{writer.scored} of {len(files)} images scored; table written to {args.csv}", file=sys.stderr)
+    return 1 if writer.failed else 0
+
+
+def _prediction_line(name: str, pred) -> str:
+    """One human-readable line per image: verdict, probabilities, and the extra outputs the model has."""
+    probs = " ".join(f"{n}={p:.3f}" for n, p in pred.probabilities.items())
+    extra = ""
+    if pred.side_view is False:
+        extra += "  no side view of a person found"
+    elif pred.cva_deg is not None:
+        extra += f"  CVA~{pred.cva_deg:.0f}deg"
+    note = "  (Grad-CAM empty)" if pred.cam_empty else ""
+    return f"{name}: {pred.label} ({probs}){extra} {pred.latency_ms:.0f} ms{note}"
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from posture.checkpoints import bundled_checkpoints, read_info
+    from posture.catalog import summarize_checkpoint
+    from posture.checkpoints import bundled_checkpoints
 
     paths = {**bundled_checkpoints(), **{Path(p).stem: Path(p) for p in args.paths}}
-    records = []
-    for name, path in paths.items():
-        info = read_info(path)
-        val = info.metrics.get("test") or info.metrics.get("val") or {}
-        records.append({"name": name, "path": str(path), "arch": info.arch, "classes": info.class_names,
-                        "input_size": info.input_size, "init": info.init, "created_at": info.created_at,
-                        "accuracy": val.get("accuracy")})
+    summaries = [summarize_checkpoint(name, path) for name, path in paths.items()]
     if args.json:
-        print(json.dumps(records, indent=2))
-    elif not records:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+        return 1 if any(s.error for s in summaries) else 0
+    if not summaries:
         print("no checkpoints found", file=sys.stderr)
-    for r in records if not args.json else []:
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
-        print(f"{r['name']:<16} {r['arch']:<9} {r['input_size']:>4}px  classes={','.join(r['classes'])}  "
-              f"init={r['init']}  acc={acc}  {r['path']}")
-    return 0
+    for s in summaries:
+        if s.error:
+            print(f"{s.name:<16} unreadable: {s.error}")
+            continue
+        heads = f"  outputs=class,{','.join(s.heads)}" if s.heads else ""
+        print(f"{s.name:<16} {s.arch:<9} {s.input_size:>4}px  classes={','.join(s.class_names)}{heads}  "
+              f"init={s.init}  {s.metrics_text}  {s.path}")
+    return 1 if any(s.error for s in summaries) else 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -149,13 +161,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m posture", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="classify images and optionally write Grad-CAM overlays")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("predict", help="classify images (files or folders) and optionally write Grad-CAM overlays")
+    p.add_argument("images", nargs="+", metavar="DIR_OR_FILE", help="image files, or folders of images (recursive)")
     p.add_argument("--model", default="resnet18", help="bundled model name or checkpoint path")
     p.add_argument("--target", default=None, help="class to explain (default: the predicted one)")
+    p.add_argument("--layer", default=None, help="layer to explain (default: the checkpoint's)")
     p.add_argument("--cam-dir", default=None, help="write <image>_cam.png overlays here")
+    p.add_argument("--csv", default=None, help="write one row per image (verdict, probabilities, CVA, side view)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1]")
+    p.add_argument("--batch-size", type=int, default=16, help="images decoded and run together")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--quiet", action="store_true", help="no per-image lines or progress bar")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("models", help="list bundled (and given) checkpoints with their metadata")

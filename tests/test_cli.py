@@ -69,7 +69,7 @@ def test_models_lists_bundled_and_given_checkpoints(checkpoint_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     names = {m["name"]: m for m in json.loads(r.stdout)}
     assert set(names) == {"resnet14", "resnet18", "mine"}
-    assert names["resnet18"]["arch"] == "resnet18" and names["mine"]["classes"] == ["normal", "turtle_neck"]
+    assert names["resnet18"]["arch"] == "resnet18" and names["mine"]["class_names"] == ["normal", "turtle_neck"]
 
 
 def test_train_without_imagenet_weights_explains_the_offline_path(tmp_path):
@@ -81,3 +81,42 @@ def test_train_without_imagenet_weights_explains_the_offline_path(tmp_path):
                 env={"POSTURE_RESNET18_WEIGHTS": str(tmp_path / "missing.pth")})
     assert r.returncode == 2 and "POSTURE_RESNET18_WEIGHTS" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_predict_a_folder_into_a_csv_with_overlays(checkpoint_dir, tmp_path):
+    import csv
+
+    from conftest import person_like
+
+    folder = tmp_path / "shots"
+    (folder / "later").mkdir(parents=True)
+    for i in range(3):
+        person_like(seed=i).save(folder / f"{i}.jpg")
+    person_like(seed=5).save(folder / "later" / "3.png")
+    person_like(seed=7).save(folder / "whole.jpg")
+    (folder / "broken.jpg").write_bytes((folder / "whole.jpg").read_bytes()[:300])  # a download cut short
+    (folder / "whole.jpg").unlink()
+    table, cams = tmp_path / "out.csv", tmp_path / "cams"
+    r = run_cli("predict", folder, "--model", checkpoint_dir / "resnet14.safetensors", "--csv", table,
+                "--cam-dir", cams, "--batch-size", "2")
+    assert r.returncode == 1  # one file could not be scored: said, and the rest are done
+    assert "broken.jpg: the image is damaged or truncated" in r.stderr and "Traceback" not in r.stderr
+    assert "4 of 5 images scored" in r.stderr
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(row["file"]).name for row in rows] == ["0.jpg", "1.jpg", "2.jpg", "broken.jpg", "3.png"]
+    assert all(row["label"] in ("normal", "turtle_neck") for row in rows if not row["error"])
+    assert sorted(p.name for p in cams.iterdir()) == ["0_cam.png", "1_cam.png", "2_cam.png", "3_cam.png"]
+    assert [line.split(":")[0] for line in r.stdout.splitlines()] == [row["file"] for row in rows if not row["error"]]
+
+
+def test_models_prints_the_shared_metric_line(checkpoint_dir, tmp_path):
+    from posture.checkpoints import ModelInfo, save_checkpoint
+    from posture.models import build_model
+
+    path = save_checkpoint(tmp_path / "scored.safetensors", build_model("resnet14", 2),
+                           ModelInfo(arch="resnet14", class_names=["normal", "turtle_neck"], input_size=64,
+                                     metrics={"val": {"accuracy": 0.875, "n": 8}}))
+    r = run_cli("models", path, env={"POSTURE_CHECKPOINTS": str(checkpoint_dir)})
+    assert r.returncode == 0, r.stderr
+    assert "val (n=8): accuracy 0.875" in next(line for line in r.stdout.splitlines() if line.startswith("scored"))
