@@ -1,8 +1,10 @@
-"""Safe extraction of an uploaded zip: an untrusted archive in, a dataset folder out.
+"""Safe extraction of an upload: an untrusted zip, or a folder's files sent one by one, in; a dataset folder out.
 
 Every member's name, type, flags and sizes are checked before a byte is written;
 real bytes are counted while streaming (declared sizes can lie); writes stay inside
-the destination, and whatever was written is removed on failure.
+the destination, and whatever was written is removed on failure. A folder uploaded
+from a browser arrives as flat files, each with the relative path the browser reported:
+`rebuild_folder` puts them back under the same name rules and limits as a zip's members.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import unicodedata
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 from posture.errors import DatasetError
 from posture.limits import (
@@ -27,7 +30,7 @@ from posture.limits import (
     too_many_files,
 )
 
-__all__ = ["extract_zip"]
+__all__ = ["extract_zip", "rebuild_folder"]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CHUNK = 1 << 16
@@ -63,6 +66,67 @@ def extract_zip(zip_path: str | Path, dest_dir: str | Path, limits: UploadLimits
         raise
 
 
+def rebuild_folder(
+    files: Sequence[tuple[str, str | Path]], dest_dir: str | Path, limits: UploadLimits = UploadLimits()
+) -> Path:
+    """Copy (relative path as reported, file on disk) pairs into dest_dir (empty or new); returns the dataset root.
+
+    The reported paths obey a zip member's rules: no absolute paths, no '..', no duplicates,
+    litter ignored, nesting, per-file, count and total limits; refusals raise DatasetError
+    and leave nothing behind.
+    """
+    dest = Path(dest_dir)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DatasetError(f"{dest}: uploads are rebuilt into an empty folder only")
+    planned: list[tuple[tuple[str, ...], Path]] = []
+    seen: dict[str, str] = {}
+    images = total = 0
+    for name, source in files:
+        parts = _member_parts(name, what="upload")
+        if not parts or any(is_ignored(part) for part in parts):
+            continue
+        _check_depth(name, len(parts) - 1, limits)
+        key = "/".join(parts)
+        if key in seen:
+            raise DatasetError(f"upload refused: {seen[key]!r} and {name!r} are the same path (duplicate names)")
+        seen[key] = name
+        size = Path(source).stat().st_size
+        _check_file_size(name, size, limits)
+        images += Path(key).suffix.lower() in IMAGE_SUFFIXES
+        total += size
+        planned.append((parts, Path(source)))
+    if images > limits.max_files:
+        raise DatasetError(too_many_files(images, limits))
+    if total > limits.max_total_bytes:
+        raise DatasetError(too_many_bytes(total, limits))
+    created = not dest.exists()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        for parts, source in planned:
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as src, open(target, "xb") as out:  # "xb": never overwrite or follow a link
+                shutil.copyfileobj(src, out, _CHUNK)
+        return find_dataset_root(dest, limits.max_depth)
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _check_depth(name: str, folders: int, limits: UploadLimits) -> None:
+    if folders > limits.max_depth:
+        raise DatasetError(f"upload refused: {name!r} is nested more than {limits.max_depth} folders deep")
+
+
+def _check_file_size(name: str, size: int, limits: UploadLimits) -> None:
+    if size > limits.max_file_bytes:
+        raise DatasetError(
+            f"upload refused: {name!r} is {size / MB:.0f} MB, more than the "
+            f"{limits.max_file_bytes / MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
+        )
+
+
 def _open_zip(path: Path) -> zipfile.ZipFile:
     if not path.is_file():
         raise DatasetError(f"{path.name}: no such file")
@@ -72,14 +136,14 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise DatasetError(f"{path.name}: not a zip archive, or a damaged or truncated one ({exc})") from exc
 
 
-def _member_parts(name: str) -> tuple[str, ...]:
+def _member_parts(name: str, what: str = "zip") -> tuple[str, ...]:
     """The member's path as safe relative parts; backslashes count as separators (Windows zippers)."""
     path = unicodedata.normalize("NFC", name.replace("\\", "/"))
     if path.startswith("/") or _DRIVE.match(path):
-        raise DatasetError(f"zip refused: member {name!r} has an absolute path; zip the dataset folder")
+        raise DatasetError(f"{what} refused: {name!r} has an absolute path; upload the dataset folder itself")
     parts = tuple(part for part in path.split("/") if part not in ("", "."))
     if ".." in parts:
-        raise DatasetError(f"zip refused: member {name!r} points outside the archive ('..' in its path)")
+        raise DatasetError(f"{what} refused: {name!r} points outside the upload ('..' in its path)")
     return parts
 
 
@@ -105,8 +169,7 @@ def _plan_extraction(zf: zipfile.ZipFile, limits: UploadLimits):
         if not parts or any(is_ignored(part) for part in parts):
             continue
         is_folder = name.replace("\\", "/").endswith("/") or kind == stat.S_IFDIR
-        if len(parts) - (0 if is_folder else 1) > limits.max_depth:
-            raise DatasetError(f"zip refused: {name!r} is nested more than {limits.max_depth} folders deep")
+        _check_depth(name, len(parts) - (0 if is_folder else 1), limits)
         key = "/".join(parts)
         if key in seen:
             raise DatasetError(f"zip refused: {seen[key]!r} and {name!r} are the same path (duplicate names)")
@@ -114,11 +177,7 @@ def _plan_extraction(zf: zipfile.ZipFile, limits: UploadLimits):
         if is_folder:
             folders.append(parts)
             continue
-        if info.file_size > limits.max_file_bytes:
-            raise DatasetError(
-                f"zip refused: {name!r} is {info.file_size / MB:.0f} MB, more than the "
-                f"{limits.max_file_bytes / MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
-            )
+        _check_file_size(name, info.file_size, limits)
         if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise DatasetError(
                 f"zip refused: {name!r} has a compression ratio above {limits.max_ratio:.0f}:1 (a zip bomb?)"

@@ -205,7 +205,7 @@ def _hostile_zip(kind: str, folder: Path) -> tuple[Path, str, list[Path]]:
     evil = f"evil_{TOKEN}_{kind}.txt"
     if kind == "zip_slip":
         return (_zip_with(folder / "slip.zip", {f"../{evil}": b"x", f"data/normal/../../../../{evil}": b"x"}),
-                "outside the archive", [])
+                "outside the upload", [])
     if kind == "absolute_member":
         target = Path("/tmp") / evil
         return _zip_with(folder / "absolute.zip", {str(target): b"x"}), "absolute path", [target]
