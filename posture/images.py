@@ -32,9 +32,11 @@ MAX_PIXELS = 150_000_000
 
 def _open(source: ImageSource) -> Image.Image:
     """Open lazily (header only), turning every way of failing into ImageError."""
-    name = source if isinstance(source, (str, Path)) else "upload"
+    name = _name(source)
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise ImageError(f"{source}: no such file")
+    if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
+        raise ImageError(f"{source}: the file is empty (0 bytes)")
     if isinstance(source, bytes):
         if not source:
             raise ImageError("the upload is empty (0 bytes)")
@@ -45,13 +47,21 @@ def _open(source: ImageSource) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(source)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: refused, image is too large to decode safely ({exc})") from exc
+        raise ImageError(f"{name}: refused: {_TOO_MANY_PIXELS}") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
             f"{name}: not an image this app can read (JPEG, PNG, WebP, BMP, GIF, TIFF are supported)"
         ) from exc
     except OSError as exc:
-        raise ImageError(f"{name}: cannot be read as an image ({exc})") from exc
+        raise ImageError(f"{name}: the image is damaged or truncated and cannot be read") from exc
+
+
+def _name(source: ImageSource) -> str:
+    """How messages name the source: its path, else "upload"."""
+    return str(source) if isinstance(source, (str, Path)) else "upload"
+
+
+_TOO_MANY_PIXELS = f"more than {MAX_PIXELS / 1e6:.0f} megapixels, too large to decode safely (a decompression bomb?)"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -88,7 +98,7 @@ def load_image(source: ImageSource, max_side: int | None = DEFAULT_MAX_SIDE) -> 
         raise ImageError("the image has no pixels")
     if width * height > MAX_PIXELS:
         raise ImageError(
-            f"refused: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
+            f"{_name(source)}: refused: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
             f"{MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb or a scan); resize it first"
         )
     try:
@@ -102,7 +112,8 @@ def load_image(source: ImageSource, max_side: int | None = DEFAULT_MAX_SIDE) -> 
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"the image is damaged or truncated and cannot be decoded ({exc})") from exc
+        # Pillow's own words ("8 bytes not processed") help nobody; say what it means, and which file.
+        raise ImageError(f"{_name(source)}: the image is damaged or truncated and cannot be decoded") from exc
     if max_side:
         factor = max(img.size) // max_side
         if factor >= 2:
