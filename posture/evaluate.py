@@ -11,17 +11,21 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from posture.metrics import cam_box_scores, classification_metrics
 from posture.predict import Predictor
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
     "EvalReport",
     "evaluate_folder",
     "evaluate_items",
+    "learning_curves_figure",
     "plot_learning_curves",
     "read_boxes",
     "write_report",
@@ -93,7 +97,9 @@ def evaluate_items(
                 hits.append(hit)
             if misclassified_dir is not None and pred.label != true:
                 misclassified_dir.mkdir(parents=True, exist_ok=True)
-                pred.overlay(0.5).save(misclassified_dir / f"{Path(path).stem}_{true}_as_{pred.label}.png")
+                overlay = misclassified_dir / f"{Path(path).stem}_{true}_as_{pred.label}.png"
+                pred.overlay(0.5).save(overlay)
+                row["overlay"] = str(overlay)
             rows.append(row)
             probs.append([pred.probabilities[n] for n in predictor.class_names])
             labels.append(model_index[true])
@@ -137,22 +143,32 @@ def write_report(
 
 
 def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
-    """Train vs validation loss and accuracy per epoch, from a checkpoint's history."""
-    from matplotlib.figure import Figure
+    """Train vs validation loss and accuracy per epoch, from a checkpoint's history, saved as an image."""
+    learning_curves_figure(history).savefig(path, dpi=110)
 
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.4))
+
+def learning_curves_figure(history: Sequence[dict], size: tuple[float, float] = (9, 3.4)) -> "Figure":
+    """Loss and accuracy per epoch, train and validation, side by side: whole epochs on the x axis,
+    a marker on every point (one finished epoch is still visible), a legend naming both lines."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=size)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for key, style in (("train", "-"), ("val", "--")):
-        ax_loss.plot(epochs, [h[f"{key}_loss"] for h in history], style, marker="o", ms=3, label=key)
-        ax_acc.plot(epochs, [h[f"{key}_acc"] for h in history], style, marker="o", ms=3, label=key)
+    for split, key, style in (("train", "train", "-"), ("validation", "val", "--")):
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+            points = [(h["epoch"], h[f"{key}_{metric}"]) for h in history if h.get(f"{key}_{metric}") is not None]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", ms=4, label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0.4, 1.01))
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0.0, 1.02))
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def evaluate_folder(

@@ -124,11 +124,14 @@ def train(
     out: str | Path | None = None,
     progress: Callable[[TrainEvent], None] | None = None,
     cancel: threading.Event | None = None,
+    misclassified_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train on a class-per-folder dataset; write the best model to `out` when given.
 
     Cancelling (setting `cancel`) stops within a batch; then nothing is written and
     the result holds the best model of the finished epochs, if any, unevaluated.
+    `misclassified_dir` receives the Grad-CAM overlays of misclassified validation images
+    (their report rows name them under "overlay").
     """
     cfg = config.resolved()
     emit = progress or (lambda event: None)
@@ -165,7 +168,8 @@ def train(
         emit(TrainEvent("done", epochs=cfg.epochs, message="cancelled; kept the best finished epoch"))
         return TrainResult(model.eval(), info, history, cancelled=True)
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
-    report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names)
+    report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names,
+                            misclassified_dir=Path(misclassified_dir) if misclassified_dir else None)
     info.metrics = {"val": report.metrics, "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1}
     checkpoint = save_checkpoint(out, model.eval(), info) if out is not None else None
     emit(TrainEvent("done", epochs=cfg.epochs, val_acc=report.metrics["accuracy"], message="done"))

@@ -57,3 +57,35 @@ def test_evaluate_cli_json_and_record(checkpoint_dir, synth_set, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n"] == 8
     assert read_info(path).metrics["test"]["n"] == 8
+
+
+def test_misclassified_rows_name_their_overlay(checkpoint_dir, synth_set, tmp_path):
+    from posture.data import scan_dataset
+    from posture.evaluate import evaluate_items
+
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors")
+    scan = scan_dataset(synth_set)
+    items = [(p, i) for i, c in enumerate(scan.class_names) for p in scan.files[c]]
+    # Every image labelled with the class the model does not predict: all of them are misclassified.
+    preds = {p: predictor.predict(p, explain=False).label for p, _ in items}
+    flipped = [(p, 1 - scan.class_names.index(preds[p])) for p, _ in items]
+    report = evaluate_items(predictor, flipped, scan.class_names, misclassified_dir=tmp_path / "wrong")
+    assert len(report.misclassified) == len(items)
+    for row in report.misclassified:
+        overlay = Path(row["overlay"])
+        assert overlay.parent == tmp_path / "wrong" and overlay.is_file()
+        assert f"_{row['label']}_as_{row['predicted']}" in overlay.stem
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_learning_curves_name_both_lines_and_count_whole_epochs(epochs):
+    from posture.evaluate import learning_curves_figure
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e, "val_loss": 1.1 / e,
+                "val_acc": 0.45 + 0.1 * e} for e in range(1, epochs + 1)]
+    fig = learning_curves_figure(history)
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation"]
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert all(float(t).is_integer() for t in ticks) and set(range(1, epochs + 1)) <= set(map(int, ticks))
+        assert all(line.get_marker() == "o" for line in ax.lines)  # a single epoch still shows as points
