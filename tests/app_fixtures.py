@@ -1,15 +1,12 @@
-"""Helpers for the app tests: launch the real app on localhost, make tiny photos and datasets."""
+"""Helpers for the app tests: the real app on localhost, a browser (with a fake camera), tiny photos and data."""
 
 from __future__ import annotations
 
+import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import struct
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,61 +14,24 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+from webapp.launcher import REPO, RunningApp, running_app  # noqa: F401 - re-exported for the test modules
+
 CLASSES = ["normal", "turtle_neck"]
+CHROMIUM = os.environ.get("POSTURE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+TIMEOUT_MS = 60_000
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def pretty(name: str) -> str:
+    """A class name as the app shows it ("turtle_neck" -> "turtle neck")."""
+    return name.replace("_", " ")
 
 
-@contextmanager
-def running_app(workdir: Path, checkpoints: Path, examples: Path | None = None, **env: str) -> Iterator[str]:
-    """Start `python app.py` on a free localhost port; yield its URL; stop it afterwards."""
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    full_env = {
-        **os.environ,
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(workdir / "gradio"),
-        "TMPDIR": str(workdir),  # the app's session folders land here, where the tests can see them
-        "POSTURE_CHECKPOINTS": str(checkpoints),
-        "POSTURE_EXAMPLES": str(examples or workdir / "no-examples"),
-        "PYTHONUNBUFFERED": "1",
-        **env,
-    }
-    log = (workdir / "app.log").open("w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited with {proc.returncode}:\n{(workdir / 'app.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/config", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"app did not answer in 120 s:\n{(workdir / 'app.log').read_text()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own process group: only what this fixture started
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+# ---------------------------------------------------------------------------------------------
+# Pictures and data sets
+# ---------------------------------------------------------------------------------------------
 
 
 def side_photo(width: int = 96, height: int = 72, seed: int = 0, forward: bool = False) -> Image.Image:
@@ -114,6 +74,178 @@ def zip_folder(folder: Path, zip_path: Path) -> Path:
             if path.is_file():
                 zf.write(path, Path(folder.name) / path.relative_to(folder))
     return zip_path
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def broken_images(folder: Path) -> dict[str, Path]:
+    """Files a visitor may drop on the photo box that are not usable images, by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.jpg"
+    empty.write_bytes(b"")
+    buf = io.BytesIO()
+    side_photo(320, 240, seed=5).save(buf, "JPEG", quality=90)
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    # A PNG whose header claims 30000 x 30000 pixels (900 MP) over a few bytes of data.
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    bomb = folder / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                     + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
+    return {"empty": empty, "truncated": truncated, "bomb": bomb}
+
+
+def rendered_frames(count: int, label: str | None = None, seed: int = 7,
+                    size: tuple[int, int] = (320, 240)) -> list[Image.Image]:
+    """Synthetic side views (the bundled models' training distribution), centred on `size` canvases."""
+    from posture.synth import render_indexed
+
+    frames, index = [], 0
+    while len(frames) < count:
+        data, info = render_indexed(seed, index)
+        index += 1
+        if label is not None and info.label != label:
+            continue
+        picture = Image.open(io.BytesIO(data)).convert("RGB")
+        picture.thumbnail(size)
+        canvas = Image.new("RGB", size, (128, 128, 128))
+        canvas.paste(picture, ((size[0] - picture.width) // 2, (size[1] - picture.height) // 2))
+        frames.append(canvas)
+    return frames
+
+
+def write_y4m(frames: list[Image.Image], path: Path, fps: int = 10) -> Path:
+    """A raw YUV 4:2:0 video (Y4M) of `frames`: what chromium's fake camera plays, looping."""
+    width, height = frames[0].size
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = frame.convert("YCbCr").split()
+            half = (width // 2, height // 2)
+            f.write(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes()
+                    + cr.resize(half, Image.Resampling.BOX).tobytes())
+    return path
+
+
+def heads_checkpoint(path: Path, arch: str = "resnet14", input_size: int = 64, seed: int = 0,
+                     side_view_bias: float | None = None) -> Path:
+    """A checkpoint whose model also estimates the CVA and whether a side view is present.
+
+    `side_view_bias` fixes the side-view logit for every picture (its last layer's weights zeroed).
+    """
+    import torch
+
+    from posture.checkpoints import ModelInfo, save_checkpoint
+    from posture.models import build_model
+
+    torch.manual_seed(seed)
+    heads = ["cva", "side_view"]
+    model = build_model(arch, num_classes=len(CLASSES), heads=heads)
+    if side_view_bias is not None:
+        last = [m for m in model.heads["side_view"].modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(side_view_bias)
+    return save_checkpoint(path, model, ModelInfo(arch=arch, class_names=list(CLASSES), input_size=input_size,
+                                                  heads=heads))
+
+
+# ---------------------------------------------------------------------------------------------
+# Browser
+# ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def chromium(fake_camera: Path | None = None) -> Iterator:
+    """A Playwright chromium (Debian's), optionally with a fake camera playing `fake_camera` (.y4m)."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM}")
+    args = list(CHROMIUM_ARGS)
+    if fake_camera is not None:
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-video-capture={fake_camera}"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, url: str, viewport: str = "desktop", camera: bool = False):
+    """A new visitor (fresh browser context) on the app's page, the tabs loaded."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=VIEWPORTS[viewport], accept_downloads=True,
+                                  permissions=["camera"] if camera else [])
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    expect(page.get_by_role("tab", name="Predict")).to_be_visible()
+    return page
+
+
+def shot(page, name: str, full_page: bool = True) -> Path:
+    """Screenshot into $POSTURE_TEST_OUTPUT/app/ (default test-output/app/); returns its path."""
+    folder = Path(os.environ.get("POSTURE_TEST_OUTPUT", REPO / "test-output")) / "app"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def open_tab(page, name: str) -> None:
+    """Click a top-level tab (on a phone, tabs that do not fit sit behind an overflow menu)."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count() and tab.first.is_visible():
+        tab.first.click()
+        return
+    page.get_by_role("button", name="More tabs").click()
+    page.locator(".overflow-dropdown button", has_text=name).first.click()
+
+
+def pick(page, dropdown_id: str, option: str) -> None:
+    """Choose an option of a Gradio dropdown by its visible text."""
+    page.locator(f"#{dropdown_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def start_webcam(page, elem_id: str) -> None:
+    """Allow a streaming webcam component its camera, then press its Record button."""
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#{elem_id}")
+    access = box.get_by_text("Click to Access Webcam")
+    box.locator("button.capture-button").or_(access).first.wait_for()
+    if access.count():  # asked once per page
+        access.click()
+    record = box.locator("button.capture-button")
+    expect(record).to_contain_text("Record")
+    record.click()
+
+
+def stop_webcam(page, elem_id: str) -> None:
+    """Press a streaming webcam component's Stop button."""
+    from playwright.sync_api import expect
+
+    button = page.locator(f"#{elem_id} button.capture-button")
+    expect(button).to_contain_text("Stop")
+    button.click()
+
+
+def toasts(page):
+    """The error/warning toasts on the page."""
+    return page.locator("[data-testid='toast-body']")
+
+
+# ---------------------------------------------------------------------------------------------
+# The server process
+# ---------------------------------------------------------------------------------------------
 
 
 def server_pid(url: str) -> int:

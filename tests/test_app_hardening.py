@@ -20,16 +20,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from app_fixtures import (CLASSES, REPO, cpu_seconds, make_dataset, running_app, server_pid, side_photo,
-                          zip_folder)
+from app_fixtures import (CLASSES, REPO, chromium, cpu_seconds, make_dataset, open_page, open_tab, pick,
+                          running_app, server_pid, side_photo, zip_folder)
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
-from gradio_client.utils import Status  # noqa: E402
 
+pytestmark = [pytest.mark.app]
 MAX_UPLOAD_MB = 8  # small, so an oversized upload is quick to make
-CHROMIUM = os.environ.get("POSTURE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = secrets.token_hex(6)  # in every marker, so no earlier run's file can pass for this one's
 
 
@@ -44,8 +43,8 @@ def examples(tmp_path_factory) -> Path:
 def app_run(tmp_path_factory, checkpoint_dir, examples):
     """The app, started once for this module, with a small upload limit; yields (url, work folder)."""
     work = tmp_path_factory.mktemp("app-hardening")
-    with running_app(work, checkpoint_dir, examples, POSTURE_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB)) as url:
-        yield url, work
+    with running_app(work, checkpoint_dir, examples, POSTURE_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB)) as app:
+        yield app.url, work
 
 
 @pytest.fixture
@@ -77,8 +76,8 @@ def get_raw(url: str, raw_path: str) -> tuple[int, bytes]:
 
 
 def assert_still_answers(client: Client, photo: Path) -> None:
-    verdict, *_ = client.predict(handle_file(str(photo)), "resnet14", 0.5, api_name="/predict")
-    assert verdict["label"] in CLASSES
+    *_, details = client.predict(handle_file(str(photo)), "resnet14", None, 0.5, api_name="/predict")
+    assert details["label"] in CLASSES
 
 
 def assert_no_server_paths(message: str, work: Path) -> None:
@@ -104,7 +103,7 @@ def secrets_outside(app_run, tmp_path_factory, checkpoint_dir):
     return {
         "outside": (outside, outside.read_bytes()),
         "beside_cache": (beside_cache, beside_cache.read_bytes()),
-        "app_py": (REPO / "app.py", b"def predict("),
+        "app_py": (REPO / "app.py", b"build_app(settings)"),
         "checkpoint": (checkpoint, checkpoint.read_bytes()[:4096]),
         "passwd": (Path("/etc/passwd"), b"root:"),
     }
@@ -288,16 +287,11 @@ def test_images_unreadable_mid_run_are_a_clear_error_and_training_still_works(ap
     assert status == "Training finished."
 
 
-def pick(page, dropdown_id: str, option: str) -> None:
-    page.locator(f"#{dropdown_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
+@pytest.mark.browser
 def test_closing_the_tab_mid_training_stops_it_and_deletes_the_session(app_run, tmp_path):
     """The training slot frees at once for the next visitor, and the leaver's folder goes."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}")
+    from playwright.sync_api import expect
+
     url, work = app_run
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs Linux /proc to watch the server's CPU time")
@@ -307,16 +301,12 @@ def test_closing_the_tab_mid_training_stops_it_and_deletes_the_session(app_run, 
     next_visitor = Client(url, verbose=False)
     next_visitor.predict(handle_file(str(short_data)), api_name="/check_zip")
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.get_by_role("tab", name="Retrain").click()
+    with chromium() as browser:
+        page = open_page(browser, url)
+        open_tab(page, "Retrain")
         before = session_folders(work)
         page.locator("#dataset-zip input[type=file]").set_input_files(str(long_data))
-        sync_api.expect(page.locator("#dataset-summary")).to_contain_text("48 images")
+        expect(page.locator("#dataset-summary")).to_contain_text("48 images")
         (folder,) = session_folders(work) - before
 
         # 30 epochs of 19 batches of 2: minutes of work, at least 6 epochs even with early stopping.
@@ -331,16 +321,16 @@ def test_closing_the_tab_mid_training_stops_it_and_deletes_the_session(app_run, 
         pick(page, "img-size", "64")
         pick(page, "lr", "0.0001")
         page.locator("#train").click()
-        sync_api.expect(page.locator("#train-status")).to_contain_text("Epoch 1/30", timeout=60_000)
+        expect(page.locator("#train-status")).to_contain_text("Epoch 1/30", timeout=60_000)
 
         queued = next_visitor.submit("resnet14", "scratch", "automatic", 1, "automatic", 4, "64", 0.34, 0,
                                      api_name="/train")
-        while (status := queued.status()).code not in (Status.IN_QUEUE, Status.PROCESSING, Status.FINISHED):
+        deadline = time.monotonic() + 30
+        while not any("Waiting" in str(o[0]) for o in queued.outputs()):  # behind the visitor about to leave
+            assert time.monotonic() < deadline and not queued.done(), queued.outputs()
             time.sleep(0.05)
-        assert status.code == Status.IN_QUEUE  # behind the visitor who is about to leave
-        context.close()
+        page.context.close()
         closed_at = time.monotonic()
-        browser.close()
 
     assert queued.result(timeout=60)[0] == "Training finished."
     assert time.monotonic() - closed_at < 20  # not after the leaver's remaining epochs

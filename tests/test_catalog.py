@@ -10,7 +10,8 @@ from posture.models import build_model
 def test_metrics_text_names_every_recorded_split_with_its_count():
     metrics = {"val": {"accuracy": 0.93, "roc_auc": 0.981, "ece": 0.0213, "n": 200, "per_class": {}},
                "test": {"accuracy": 0.9, "n": 1000}, "best_epoch": 4}
-    assert metrics_text(metrics) == "val (n=200): accuracy 0.930, roc_auc 0.981, ece 0.021; test (n=1000): accuracy 0.900"
+    assert metrics_text(metrics) == ("val (n=200): accuracy 0.930, roc_auc 0.981, ece 0.021; "
+                                     "test (n=1000): accuracy 0.900")
 
 
 def test_metrics_text_of_flat_scores_and_of_nothing():
