@@ -147,14 +147,16 @@ def plot_learning_curves(history: Sequence[dict], path: Path) -> None:
     learning_curves_figure(history).savefig(path, dpi=110)
 
 
-def learning_curves_figure(history: Sequence[dict], size: tuple[float, float] = (9, 3.4)) -> "Figure":
-    """Loss and accuracy per epoch, train and validation, side by side: whole epochs on the x axis,
-    a marker on every point (one finished epoch is still visible), a legend naming both lines."""
+def learning_curves_figure(
+    history: Sequence[dict], size: tuple[float, float] = (9, 3.4), stacked: bool = False
+) -> "Figure":
+    """Loss and accuracy per epoch, train and validation, side by side (or `stacked`): whole epochs
+    on the x axis, a marker on every point (one finished epoch is still visible), a legend naming both lines."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=size)
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss, ax_acc = fig.subplots(2, 1) if stacked else fig.subplots(1, 2)
     for split, key, style in (("train", "train", "-"), ("validation", "val", "--")):
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
             points = [(h["epoch"], h[f"{key}_{metric}"]) for h in history if h.get(f"{key}_{metric}") is not None]
