@@ -85,13 +85,13 @@ def rebuild_folder(
         parts = _member_parts(name, what="upload")
         if not parts or any(is_ignored(part) for part in parts):
             continue
-        _check_depth(name, len(parts) - 1, limits)
+        _check_depth(name, len(parts) - 1, limits, "upload")
         key = "/".join(parts)
         if key in seen:
             raise DatasetError(f"upload refused: {seen[key]!r} and {name!r} are the same path (duplicate names)")
         seen[key] = name
         size = Path(source).stat().st_size
-        _check_file_size(name, size, limits)
+        _check_file_size(name, size, limits, "upload")
         images += Path(key).suffix.lower() in IMAGE_SUFFIXES
         total += size
         planned.append((parts, Path(source)))
@@ -114,15 +114,15 @@ def rebuild_folder(
         raise
 
 
-def _check_depth(name: str, folders: int, limits: UploadLimits) -> None:
+def _check_depth(name: str, folders: int, limits: UploadLimits, what: str) -> None:
     if folders > limits.max_depth:
-        raise DatasetError(f"upload refused: {name!r} is nested more than {limits.max_depth} folders deep")
+        raise DatasetError(f"{what} refused: {name!r} is nested more than {limits.max_depth} folders deep")
 
 
-def _check_file_size(name: str, size: int, limits: UploadLimits) -> None:
+def _check_file_size(name: str, size: int, limits: UploadLimits, what: str) -> None:
     if size > limits.max_file_bytes:
         raise DatasetError(
-            f"upload refused: {name!r} is {size / MB:.0f} MB, more than the "
+            f"{what} refused: {name!r} is {size / MB:.0f} MB, more than the "
             f"{limits.max_file_bytes / MB:.0f} MB per-file limit (POSTURE_MAX_FILE_MB)"
         )
 
@@ -169,7 +169,7 @@ def _plan_extraction(zf: zipfile.ZipFile, limits: UploadLimits):
         if not parts or any(is_ignored(part) for part in parts):
             continue
         is_folder = name.replace("\\", "/").endswith("/") or kind == stat.S_IFDIR
-        _check_depth(name, len(parts) - (0 if is_folder else 1), limits)
+        _check_depth(name, len(parts) - (0 if is_folder else 1), limits, "zip")
         key = "/".join(parts)
         if key in seen:
             raise DatasetError(f"zip refused: {seen[key]!r} and {name!r} are the same path (duplicate names)")
@@ -177,7 +177,7 @@ def _plan_extraction(zf: zipfile.ZipFile, limits: UploadLimits):
         if is_folder:
             folders.append(parts)
             continue
-        _check_file_size(name, info.file_size, limits)
+        _check_file_size(name, info.file_size, limits, "zip")
         if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise DatasetError(
                 f"zip refused: {name!r} has a compression ratio above {limits.max_ratio:.0f}:1 (a zip bomb?)"
