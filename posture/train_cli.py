@@ -175,20 +175,22 @@ def add_heldout_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     """The `heldout` options: the training options plus the test set, the styles and the output folder."""
     add_train_arguments(p)
     p.add_argument("--test", required=True, help="labelled test folder (synthetic, with styles in labels.csv)")
-    p.add_argument("--styles", default=None, metavar="NAME[,NAME...]",
-                   help="styles to hold out in turn (default: every style of the test set)")
+    p.add_argument("--groups", default="auto", metavar="auto|each|A+B,C...",
+                   help="styles to hold out together, group by group: auto (styles that share a trait go "
+                        "together), each (one style at a time), or a list like flat+shaded,lowres")
     p.add_argument("--out", required=True, help="folder for the models and matrix.json")
     return p
 
 
 def heldout_main(args: argparse.Namespace) -> int:
     """Run the held-out-style protocol; print the matrix as Markdown (or JSON)."""
-    from posture.heldout import heldout_matrix, matrix_markdown
+    from posture.heldout import heldout_matrix, matrix_markdown, parse_groups
 
+    groups = parse_groups(args.groups)
     progress = _Progress()
     try:
-        matrix = heldout_matrix(args.data, args.test, config_from_args(args), args.out,
-                                styles=_styles(args.styles) or None, progress=progress)
+        matrix = heldout_matrix(args.data, args.test, config_from_args(args), args.out, groups=groups,
+                                progress=progress)
     finally:
         progress.close()
     print(json.dumps(matrix, indent=2) if args.json else matrix_markdown(matrix))

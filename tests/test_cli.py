@@ -92,9 +92,9 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     generate_dataset(tmp_path / "test", 20, seed=2, config=config, workers=1)
     r = run_cli("heldout", "--data", tmp_path / "train", "--test", tmp_path / "test", "--arch", "resnet14",
                 "--init", "scratch", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
-                "--out", tmp_path / "runs", env={"OMP_NUM_THREADS": "1"})
+                "--groups", "each", "--out", tmp_path / "runs", env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
-    assert "| held-out style |" in r.stdout and "| flat |" in r.stdout and "| lineart |" in r.stdout
+    assert "| held-out styles |" in r.stdout and "| flat |" in r.stdout and "| lineart |" in r.stdout
     matrix = json.loads((tmp_path / "runs" / "matrix.json").read_text())
     for style, entry in matrix["styles"].items():
         assert entry["held_out"]["n"] > 0 and entry["in_style"]["n"] > 0
@@ -102,6 +102,15 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     from posture.checkpoints import read_info
 
     assert read_info(tmp_path / "runs" / "without-flat.safetensors").train_config["exclude_styles"] == ["flat"]
+
+
+def test_style_groups_parse():
+    from posture.heldout import STYLE_GROUPS, parse_groups
+    from posture.synth import STYLES
+
+    assert parse_groups("auto") == STYLE_GROUPS and sorted(s for g in STYLE_GROUPS for s in g) == sorted(STYLES)
+    assert parse_groups("each") == tuple((s,) for s in STYLES)
+    assert parse_groups("flat+shaded,lowres") == (("flat", "shaded"), ("lowres",))
 
 
 def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):

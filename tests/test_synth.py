@@ -109,7 +109,7 @@ def test_every_style_keeps_the_points_on_the_picture_it_draws(style: str) -> Non
             assert x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1
         assert cva_from_points(info.c7, info.tragus, info.facing) == pytest.approx(info.image_cva_deg, abs=1e-6)
     if style == "lowres":
-        assert max(info.width, info.height) <= 96
+        assert max(info.width, info.height) <= 128
     if style == "webcam":  # a close-up: the head and neck fill much of the frame
         assert (x1 - x0) * (y1 - y0) > 0.15 * info.width * info.height
 

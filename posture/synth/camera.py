@@ -84,9 +84,9 @@ def apply_style_camera(
         return apply_camera(image, rng, nuisance), (45, 85)
     if camera == "lowres":  # a small, shaky sensor: few pixels, motion blur
         image = apply_camera(image, rng, nuisance)
-        longer = int(rng.integers(40, 97))
+        longer = int(rng.integers(64, 129))
         w, h = image.size
         scale = longer / max(w, h)
         image = image.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
-        return motion_blur(image, rng, rng.uniform(1.0, 4.0)), (35, 75)
+        return motion_blur(image, rng, rng.uniform(0.5, 2.5)), (35, 75)
     raise ValueError(f"unknown camera {camera!r}")
