@@ -19,12 +19,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from posture.errors import DatasetError
 from posture.imagedata import Item, annotate
 from posture.labels import read_annotations
 from posture.metrics import cam_box_scores, classification_metrics
 from posture.predict import Prediction, Predictor
 
-__all__ = ["EvalReport", "evaluate_folder", "evaluate_items", "plot_learning_curves", "summarise", "write_report"]
+__all__ = ["EvalReport", "choose_cam_layer", "evaluate_folder", "evaluate_items", "plot_learning_curves", "summarise",
+           "write_report"]
 
 
 @dataclass
@@ -209,3 +211,33 @@ def evaluate_folder(
     if report_dir is not None:
         write_report(report, report_dir, predictor.class_names, predictor.info.history)
     return report
+
+
+def choose_cam_layer(
+    checkpoint: str | Path, data: str | Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Measure where Grad-CAM of every layer falls on `data` (side views with boxes) and record the
+    layer whose map lands best on the head and neck as the checkpoint's default; return it and the
+    per-layer scores (also recorded, under metrics["cam_layers"]).
+
+    "Best" is the larger of mass inside the box plus pointing-game hit rate: both should be high.
+    Choose on data the reported figures do not come from (a validation set, not the test set).
+    """
+    from posture.checkpoints import load_checkpoint, save_checkpoint
+
+    items, class_names = folder_items(data)
+    items = [it for it in items if it.side_view and not math.isnan(it.box[0])]
+    if not items:
+        raise DatasetError("choosing a layer needs side views with head-and-neck boxes (a synthetic labels.csv)")
+    model, info = load_checkpoint(checkpoint)
+    predictor = Predictor(model, info)
+    scores = {}
+    for k, layer in enumerate(predictor.cam_layers):
+        m = evaluate_items(predictor, items, class_names, layer=layer,
+                           progress=None if progress is None else (lambda d, t, k=k: progress(k * t + d, t * len(predictor.cam_layers))))
+        scores[layer] = {"cam_mass_in_box": m.metrics["cam_mass_in_box"], "pointing_game": m.metrics["pointing_game"]}
+    best = max(scores, key=lambda name: scores[name]["cam_mass_in_box"] + scores[name]["pointing_game"])
+    info.cam_layer = best
+    info.metrics = {**info.metrics, "cam_layers": {**scores, "data": str(data), "chosen": best}}
+    save_checkpoint(checkpoint, model, info)
+    return best, scores

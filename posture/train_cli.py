@@ -122,6 +122,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--layer", default=None, help="the layer Grad-CAM explains (default: the checkpoint's)")
     p.add_argument("--record-as", default=None, metavar="NAME",
                    help="also store the metrics in the checkpoint's header under NAME (e.g. test)")
+    p.add_argument("--choose-layer", action="store_true",
+                   help="measure Grad-CAM localisation of every layer on this (validation) data and record "
+                        "the best as the checkpoint's default explained layer")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -144,9 +147,20 @@ def _print_metrics(m: dict[str, Any], indent: str = "") -> None:
 def evaluate_main(args: argparse.Namespace) -> int:
     """Evaluate as the arguments ask; return the process exit code."""
     from posture.checkpoints import record_metrics, resolve_checkpoint
-    from posture.evaluate import evaluate_folder
+    from posture.evaluate import choose_cam_layer, evaluate_folder
     from posture.predict import Predictor
 
+    if args.choose_layer:
+        with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
+            def on_layers(done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+
+            best, scores = choose_cam_layer(resolve_checkpoint(args.model), args.data, progress=on_layers)
+        print(json.dumps({"chosen": best, "layers": scores}, indent=2) if args.json else "\n".join(
+            f"{name}: mass in box {v['cam_mass_in_box']:.3f}, pointing game {v['pointing_game']:.3f}"
+            + ("  <- recorded as the default" if name == best else "") for name, v in scores.items()))
+        return 0
     predictor = Predictor.from_checkpoint(args.model)
     with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
         def on_progress(done: int, total: int) -> None:

@@ -93,3 +93,16 @@ def test_evaluate_cli_json_and_record(checkpoint_dir, synth_set, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n"] == 16
     assert read_info(path).metrics["test"]["n"] == 16
+
+
+def test_choose_layer_measures_every_layer_and_records_the_best(headed, synth_set, tmp_path):
+    from posture.evaluate import choose_cam_layer
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(headed.read_bytes())
+    best, scores = choose_cam_layer(path, synth_set)
+    assert set(scores) == {"layer1", "layer2", "layer3"}
+    assert best == max(scores, key=lambda k: scores[k]["cam_mass_in_box"] + scores[k]["pointing_game"])
+    info = read_info(path)
+    assert info.cam_layer == best and info.metrics["cam_layers"]["chosen"] == best
+    assert Predictor.from_checkpoint(path).predict(next(synth_set.glob("normal/*.jpg"))).layer == best
