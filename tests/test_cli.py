@@ -104,15 +104,6 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     assert read_info(tmp_path / "runs" / "without-flat.safetensors").train_config["exclude_styles"] == ["flat"]
 
 
-def test_style_groups_parse():
-    from posture.heldout import STYLE_GROUPS, parse_groups
-    from posture.synth import STYLES
-
-    assert parse_groups("auto") == STYLE_GROUPS and sorted(s for g in STYLE_GROUPS for s in g) == sorted(STYLES)
-    assert parse_groups("each") == tuple((s,) for s in STYLES)
-    assert parse_groups("flat+shaded,lowres") == (("flat", "shaded"), ("lowres",))
-
-
 def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):
     r = run_cli("train", "--data", tmp_path, "--out", tmp_path / "m.safetensors", "--exclude-style", "oil")
     assert r.returncode == 2 and "unknown style" in r.stderr and "Traceback" not in r.stderr
