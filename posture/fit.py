@@ -61,7 +61,7 @@ class LossWeights:
 
     cva: float = 1.0
     side_view: float = 0.5
-    cam: float = 0.0  # Grad-CAM mass outside the head-and-neck box (last conv stage only)
+    cam: float = 0.0  # Grad-CAM mass outside the head-and-neck box, at the layer the model explains
 
 
 def multitask_loss(
@@ -240,15 +240,28 @@ class EpochLoop:
                 break
 
 
-def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, with_cam: bool) -> tuple[ModelOutput, torch.Tensor | None]:
-    """Outputs, and the true class's activation map at the last stage when the box term needs it."""
-    features = model.forward_features(x)
-    out = model.outputs_from_features(features)
-    if not with_cam:
+def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: str | None) -> tuple[ModelOutput, torch.Tensor | None]:
+    """Outputs, and the true class's Grad-CAM at `cam_layer` when the box term needs it (None: off).
+
+    At the last stage Grad-CAM is the class activation map (the classifier's weights times the
+    features) and costs nothing extra. At an earlier stage it needs the gradient of the class
+    score at that stage, kept in the graph (`create_graph`) so the box term can train through it.
+    """
+    if cam_layer is None:
+        out = model.forward_outputs(x)
         return out, None
     label = targets["label"].clamp_min(0)
-    cam = torch.einsum("bchw,bc->bhw", features.float(), model.fc.weight[label].float())
-    return out, F.relu(cam)
+    if cam_layer == model.stage_names[-1]:
+        features = model.forward_features(x)
+        out = model.outputs_from_features(features)
+        h, w = features.shape[-2:]  # Grad-CAM's weights are the classifier's, averaged over the map
+        cam = torch.einsum("bchw,bc->bhw", features.float(), model.fc.weight[label].float()) / (h * w)
+        return out, F.relu(cam)
+    early = model.forward_features(x, upto=cam_layer)
+    out = model.outputs_from_features(model.forward_after(early, cam_layer))
+    score = out.logits.gather(1, label[:, None]).sum()
+    grads = torch.autograd.grad(score, early, create_graph=True)[0]  # (B, C, h, w)
+    return out, F.relu((grads.mean((2, 3), keepdim=True) * early).sum(1).float())
 
 
 def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageDataset,
@@ -256,7 +269,7 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
     """Train the whole model (or all but a frozen backbone) on images, one batch at a time."""
     model.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPU
     weights = cfg.loss_weights
-    with_cam = weights.cam > 0
+    cam_layer = (cfg.cam_layer or model.stage_names[-1]) if weights.cam > 0 else None
 
     def epoch_batches(epoch: int, index_batches: list[list[int]]) -> Iterator[Any]:
         train_ds.epoch = epoch
@@ -267,7 +280,7 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
         model.train(not cfg.freeze)  # a frozen backbone keeps its BatchNorm statistics
         x, targets = batch  # (B, 3, S, S), targets
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out, cam = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, with_cam)
+            out, cam = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, cam_layer)
         return multitask_loss(out, targets, class_weights, weights, cam)
 
     def validate() -> dict[str, float]:
@@ -275,8 +288,9 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
         loss_sum, seen, sums = 0.0, 0, {}
         with torch.inference_mode():
             for x, targets in _loader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
-                out, cam = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, with_cam)
-                loss, stats = multitask_loss(out, targets, class_weights, weights, cam)
+                # the task losses alone: the box term shapes training, the best epoch is the best at the task
+                out, _ = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, None)
+                loss, stats = multitask_loss(out, targets, class_weights, weights)
                 loss_sum, seen = loss_sum + float(loss) * len(x), seen + len(x)
                 _add(sums, stats)
         return _row("val", sums, loss_sum / max(seen, 1))

@@ -70,3 +70,20 @@ def test_the_box_term_counts_only_with_a_weight_and_a_box():
     assert float(on - off) == pytest.approx(0.75)
     unknown, _ = multitask_loss(ModelOutput(logits), _targets([0], [NAN]), torch.ones(2), LossWeights(cam=1.0), cam)
     assert float(unknown) == pytest.approx(float(off))
+
+
+@pytest.mark.parametrize("layer", ["layer2", "layer3"])
+def test_the_training_cam_is_the_grad_cam_the_product_shows(layer):
+    """The box term trains the very map Captum computes (at the last stage, and before it)."""
+    from posture.explain import grad_cam
+    from posture.fit import _forward
+    from posture.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet14").eval()
+    x = torch.randn(2, 3, 48, 48)
+    labels = [1, 0]
+    _, cam = _forward(model, x, _targets(labels, [NAN, NAN]), layer)
+    expected = grad_cam(model, x, target=labels, layer=model.cam_layer(layer)).cams
+    torch.testing.assert_close(cam.detach(), expected, rtol=1e-4, atol=1e-6)
+    assert cam.requires_grad  # it trains
