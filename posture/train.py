@@ -65,6 +65,7 @@ class TrainConfig:
     exclude_styles: tuple[str, ...] = ()  # leave out pictures of these synthetic styles (held-out runs)
     cam_layer: str | None = None  # the layer Grad-CAM explains by default, recorded in the checkpoint
     calibrate: bool = True  # temperature-scale the classifier on the validation set
+    gate: bool = True  # fit the familiarity gate of the side-view flag (models with that head)
     preload: bool | None = None  # decode every image once into memory; None: when it fits PRELOAD_BUDGET
 
     def resolved(self) -> "TrainConfig":
@@ -139,9 +140,9 @@ def dataset_items(scan: DatasetScan, cfg: TrainConfig) -> tuple[list[Item], list
 
 
 def _heads_for(items: list[Item]) -> list[str]:
-    """The auxiliary heads the data can teach."""
+    """The auxiliary heads the data can teach by gradient (the gate is fitted after training)."""
     teach = {"cva": any(math.isfinite(it.cva_deg) for it in items), "side_view": any(not it.side_view for it in items)}
-    return [h for h in AUX_HEADS if teach[h]]
+    return [h for h in AUX_HEADS if teach.get(h)]
 
 
 def _initial_model(cfg: TrainConfig, class_names: list[str], heads: list[str]) -> PostureNet:
@@ -160,7 +161,7 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], heads: list[str]) -
     if info.class_names != class_names:
         reset_classifier(model, len(class_names))
     for name in model.head_names:
-        if name not in heads and not cfg.freeze:
+        if name == "gate" or (name not in heads and not cfg.freeze):  # the gate is fitted anew after training
             del model.heads[name]
     return model.add_heads(heads)
 
@@ -221,6 +222,26 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
     return t
 
 
+def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
+              workers: int = 0) -> dict[str, float]:
+    """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
+    its threshold on the validation side views'; returns what was fitted (for the checkpoint)."""
+    from posture.fit import extract_features
+
+    def side_views(ds: ImageDataset) -> ImageDataset:
+        plain = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
+        plain.augment = None
+        return plain
+
+    fit_on, held = side_views(train_ds), side_views(val_ds)
+    features = extract_features(model, fit_on, batch_size, workers=workers)
+    held_back = extract_features(model, held, batch_size, workers=workers)
+    model.add_heads(["gate"])
+    gate = model.heads["gate"]
+    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back)
+    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held)}
+
+
 def train(
     data: str | Path | DatasetScan,
     config: TrainConfig,
@@ -277,6 +298,10 @@ def train(
     if cfg.calibrate:
         emit(TrainEvent("phase", epochs=cfg.epochs, message="calibrating probabilities on the validation set"))
         info.train_config["temperature"] = calibrate_(model, val_ds, cfg.batch_size)
+    if cfg.gate and "side_view" in model.heads:
+        emit(TrainEvent("phase", epochs=cfg.epochs, message="fitting the side-view flag's familiarity gate"))
+        info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers)
+        info.heads = model.head_names
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names)
     info.metrics = {"val": report.metrics, "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1}

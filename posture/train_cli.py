@@ -51,6 +51,8 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
                    help="weight of the penalty on Grad-CAM mass outside the head-and-neck box (0: off)")
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="keep the raw probabilities (no temperature scaling on the validation set)")
+    p.add_argument("--no-gate", dest="gate", action="store_false",
+                   help="no familiarity gate on the side-view flag (the head's opinion alone)")
     p.add_argument("--workers", type=int, default=1, help="image decoding processes beside training")
     p.add_argument("--json", action="store_true")
     return p
@@ -64,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split, seed=args.seed,
         patience=args.patience, feature_views=args.feature_views, storage_dtype=args.storage,
-        exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer, calibrate=args.calibrate,
+        exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer, calibrate=args.calibrate, gate=args.gate,
         loss_weights=LossWeights(args.cva_weight, args.side_weight, args.cam_weight), workers=args.workers,
     )  # fmt: skip
 

@@ -148,13 +148,21 @@ def test_angles_and_a_no_side_view_folder_train_the_extra_heads(synth_set, tmp_p
 
     result = train(synth_set, _tiny(epochs=1), out=tmp_path / "m.safetensors")
     info = read_info(tmp_path / "m.safetensors")
-    assert info.heads == ["cva", "side_view"]
+    assert info.heads == ["cva", "side_view", "gate"]
+    assert info.train_config["gate"]["n_fit"] == sum(it.side_view for it in _train_items(synth_set))
     row = result.history[0]
     assert row["val_cva_mae"] > 0 and 0.0 <= row["val_side_acc"] <= 1.0
     val = info.metrics["val"]
     assert val["side_view"]["n_without"] > 0 and val["cva_n"] == val["n"]  # every side view had an angle
     pred = Predictor.from_checkpoint(tmp_path / "m.safetensors").predict(next(synth_set.glob("normal/*.jpg")))
     assert pred.cva_deg is not None and pred.side_view in (True, False)
+
+
+def _train_items(root: Path) -> list:
+    from posture.data import UploadLimits, scan_dataset
+    from posture.train import dataset_items
+
+    return dataset_items(scan_dataset(root, UploadLimits.local()), _tiny().resolved())[0]
 
 
 def test_folders_without_angles_or_negatives_give_a_model_without_them(colours, tmp_path):
@@ -210,8 +218,9 @@ def test_retraining_keeps_heads_only_where_their_features_stay(synth_set, colour
     before, _ = load_checkpoint(tmp_path / "a.safetensors")
     result = train(colours, _tiny(epochs=1, init=str(tmp_path / "a.safetensors"), freeze=freeze, img_size=None))
     if freeze:
-        assert result.info.heads == ["cva", "side_view"]
+        assert result.info.heads == ["cva", "side_view", "gate"]  # the gate fitted anew on these side views
         for a, b in zip(before.heads.parameters(), result.model.heads.parameters()):
             assert torch.equal(a, b)  # kept as they were: nothing here teaches them
+        assert not torch.equal(before.heads["gate"].means, result.model.heads["gate"].means)
     else:
         assert result.info.heads == []
