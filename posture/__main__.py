@@ -1,4 +1,4 @@
-"""Command line: `python -m posture {predict,models,synth,train,evaluate} ...`.
+"""Command line: `python -m posture {predict,models,synth,train,evaluate,heldout} ...`.
 
 User mistakes (a bad image, a missing checkpoint, a wrong folder layout) print one
 line to stderr and exit with status 2; no traceback.
@@ -15,6 +15,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from posture.errors import PostureError, UsageError
+from posture.train_cli import (
+    add_evaluate_arguments,
+    add_heldout_arguments,
+    add_train_arguments,
+    evaluate_main,
+    heldout_main,
+    train_main,
+)
 
 __all__ = ["get_args_parser", "main"]
 
@@ -82,74 +90,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 1 if any(s.error for s in summaries) else 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from posture.train import TrainConfig, train
-
-    config = TrainConfig(arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
-                         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split,
-                         seed=args.seed, patience=args.patience, feature_views=args.feature_views,
-                         storage_dtype=args.storage)
-    bar = tqdm(total=0, unit="batch", dynamic_ncols=True)
-
-    def on_event(event) -> None:
-        if event.kind == "step":
-            if event.step == 1:
-                bar.reset(total=event.steps)
-            bar.set_description(f"epoch {event.epoch}/{event.epochs}")
-            bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{event.acc:.3f}", refresh=False)
-            bar.n = event.step
-            bar.refresh()
-        elif event.kind == "epoch":
-            tqdm.write(f"epoch {event.epoch}: loss {event.loss:.4f} acc {event.acc:.3f} | "
-                       f"val loss {event.val_loss:.4f} val acc {event.val_acc:.3f}")
-        elif event.message:
-            tqdm.write(event.message)
-
-    cancel = threading.Event()
-    try:
-        result = train(args.data, config, out=args.out, progress=on_event, cancel=cancel)
-    except KeyboardInterrupt:
-        cancel.set()
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 130
-    finally:
-        bar.close()
-    print(json.dumps({"checkpoint": str(result.checkpoint), "val": result.info.metrics["val"]}, indent=2)
-          if args.json else f"saved {result.checkpoint} (val accuracy {result.info.metrics['val']['accuracy']:.3f})")
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from posture.evaluate import evaluate_folder
-    from posture.predict import Predictor
-
-    predictor = Predictor.from_checkpoint(args.model)
-    with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
-        def on_progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        report = evaluate_folder(predictor, args.data, report_dir=args.report, progress=on_progress)
-    m = report.metrics
-    if args.record_as:
-        from posture.checkpoints import record_metrics, resolve_checkpoint
-
-        record_metrics(resolve_checkpoint(args.model), args.record_as, {**m, "data": str(args.data)})
-    if args.json:
-        print(json.dumps(m, indent=2))
-        return 0
-    print(f"accuracy {m['accuracy']:.4f}  roc_auc {m['roc_auc'] if m['roc_auc'] is None else round(m['roc_auc'], 4)}"
-          f"  ece {m['ece']:.4f}  n={m['n']}")
-    for name, c in m["per_class"].items():
-        print(f"  {name:<14} precision {c['precision']:.3f} recall {c['recall']:.3f} f1 {c['f1']:.3f} n={c['support']}")
-    if "cam_mass_in_box" in m:
-        print(f"Grad-CAM mass in head-and-neck box {m['cam_mass_in_box']:.3f}, pointing game {m['pointing_game']:.3f}")
-    if args.report:
-        print(f"report written to {args.report}")
-    return 0
-
-
 def _cmd_synth(args: argparse.Namespace) -> int:
     from posture.synth import synth_main
 
@@ -180,33 +120,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("train", help="fine-tune or train a model on a class-per-folder dataset")
-    p.add_argument("--data", required=True, help="folder with one sub-folder per class (or train/ and val/)")
-    p.add_argument("--arch", default="resnet18", choices=["resnet14", "resnet18"])
+    add_train_arguments(p)
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--init", default=None, help="imagenet | scratch | weights file | posture checkpoint")
-    p.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
-                   help="train only the head (default: yes when starting from pretrained weights)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--val-split", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--feature-views", type=int, default=0, help="frozen path: augmented views to cache")
-    p.add_argument("--storage", default="float32", choices=["float32", "float16"],
-                   help="dtype of the saved weights (float16 halves the file)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=train_main)
 
-    p = sub.add_parser("evaluate", help="metrics, confusion matrix and Grad-CAM report on a labelled folder")
-    p.add_argument("--model", required=True, help="bundled model name or checkpoint path")
-    p.add_argument("--data", required=True)
-    p.add_argument("--report", default=None, help="write metrics.json, predictions.csv, PNGs here")
-    p.add_argument("--record-as", default=None, metavar="NAME",
-                   help="also store the metrics in the checkpoint's header under NAME (e.g. test)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("evaluate", help="metrics (per style too), angle error, side-view flag and Grad-CAM "
+                                        "localisation on a labelled folder")
+    add_evaluate_arguments(p)
+    p.set_defaults(func=evaluate_main)
+
+    p = sub.add_parser("heldout", help="the held-out-style protocol: train without each style, test on it")
+    add_heldout_arguments(p)
+    p.set_defaults(func=heldout_main)
 
     p = sub.add_parser("synth", help="render a labelled synthetic side-view dataset")
     from posture.synth import add_synth_arguments
@@ -219,8 +144,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = get_args_parser().parse_args(argv)
-    if getattr(args, "init", "") is None:
-        args.init = "imagenet" if args.arch == "resnet18" else "scratch"
     try:
         return args.func(args)
     except (PostureError, ValueError, FileNotFoundError) as exc:

@@ -131,8 +131,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path
     if info.storage_dtype not in _STORAGE:
         raise ValueError(f"storage_dtype must be one of {', '.join(_STORAGE)}, got {info.storage_dtype!r}")
     dtype = _STORAGE[info.storage_dtype]
-    state = {
-        k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+    state = {  # the side-view gate's statistics stay float32: float16 would blur its distances
+        k: (v.to(dtype) if v.is_floating_point() and not k.startswith("heads.gate.") else v).detach().contiguous().cpu()
         for k, v in model.state_dict().items()
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

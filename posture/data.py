@@ -1,7 +1,11 @@
 """Dataset ingestion: a user's labelled folder or zip in, a checked list of images per class out.
 
 Layout: one folder per class (two or more classes, any names, unicode welcome), or
-`train/` and `val/` folders each holding the same class folders. Single-folder
+`train/` and `val/` folders each holding the same class folders. A folder named `no_side_view`
+beside the class folders is not a class: it holds pictures without a side view of a person
+(frontal views, empty rooms, anything else), which train the model's side-view flag. A
+`labels.csv` at the top (the layout `python -m posture synth` writes) may add each picture's
+angle (`cva_deg`), which trains the angle estimate; see `posture.labels`. Single-folder
 wrappers (`mydata/normal/...`) are descended through. Images inside subfolders of a
 class folder belong to that class, down to `max_depth` levels; deeper folders are
 skipped and reported. macOS and Windows litter (`__MACOSX`, dot-files, `Thumbs.db`,
@@ -17,7 +21,7 @@ from __future__ import annotations
 import random
 import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -29,6 +33,7 @@ from posture.limits import (
     IMAGE_SUFFIXES,
     LAYOUT_HELP,
     MB,
+    NO_SIDE_VIEW,
     UploadLimits,
     find_dataset_root,
     too_many_bytes,
@@ -39,6 +44,7 @@ from posture.limits import (
 __all__ = [
     "IMAGE_SUFFIXES",
     "LAYOUT_HELP",
+    "NO_SIDE_VIEW",
     "DatasetScan",
     "UploadLimits",
     "extract_zip",
@@ -60,6 +66,8 @@ class DatasetScan:
     skipped: list[tuple[str, str]]  # (path relative to root, reason) for every file not used
     has_splits: bool  # root had train/ and val/
     val_files: dict[str, list[Path]] | None  # the val/ images when has_splits
+    negatives: list[Path] = field(default_factory=list)  # no_side_view/ images (train/ ones when has_splits)
+    val_negatives: list[Path] = field(default_factory=list)  # val/no_side_view/ images when has_splits
 
     def counts(self) -> dict[str, int]:
         """Usable images per class, train and val together."""
@@ -162,8 +170,10 @@ def scan_dataset(root: str | Path, limits: UploadLimits = UploadLimits(), verify
         skipped += [(c.name + "/", "only train/ and val/ are read when both exist") for c in names.values()]
     else:
         files, val_files = _class_folders(root, root, limits, skipped), None
+    negatives = _pop_negatives(files)
+    val_negatives = _pop_negatives(val_files) if val_files is not None else {}
     _check_classes(files, val_files)
-    groups = [files] + ([val_files] if val_files else [])
+    groups = [files] + ([val_files] if val_files else []) + [negatives, val_negatives]
     candidates = [path for group in groups for paths in group.values() for path in paths]
     if len(candidates) > limits.max_files:
         raise DatasetError(too_many_files(len(candidates), limits))
@@ -180,7 +190,14 @@ def scan_dataset(root: str | Path, limits: UploadLimits = UploadLimits(), verify
                     kept.append(path)
             group[name] = sorted(kept, key=str)
     _check_counts(files, val_files, limits.min_per_class)
-    return DatasetScan(root, sorted(files), files, sorted(skipped), has_splits, val_files)
+    return DatasetScan(root, sorted(files), files, sorted(skipped), has_splits, val_files,
+                       negatives.get(NO_SIDE_VIEW, []), val_negatives.get(NO_SIDE_VIEW, []))
+
+
+def _pop_negatives(files: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Take the `no_side_view` folder (any letter case) out of the class folders."""
+    found = [name for name in files if name.casefold() == NO_SIDE_VIEW]
+    return {NO_SIDE_VIEW: [p for name in found for p in files.pop(name)]}
 
 
 def _check_classes(files: dict[str, list[Path]], val_files: dict[str, list[Path]] | None) -> None:

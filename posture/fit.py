@@ -1,31 +1,36 @@
-"""The epoch loop both training paths share, and the two paths.
+"""The epoch loop both training paths share, the multi-task loss, and the two paths.
 
 - `fit_head`: frozen backbone; its pooled features are computed once (plus optional
-  augmented views) and only the head is trained on them;
-- `fit_full`: full fine-tuning or training from scratch over images streamed from disk,
-  channels-last, under bf16 autocast where the CPU has it.
+  augmented views) and only the heads (classifier, angle, side view) train on them;
+- `fit_full`: full fine-tuning or training from scratch over streamed (or preloaded)
+  images, channels-last, under bf16 autocast where the CPU has it.
 `EpochLoop` owns the optimiser, the one-cycle schedule, progress events, cooperative
 cancel, early stopping on validation loss and the best epoch's weights.
+
+One loss serves every head: cross-entropy on pictures with a class, a smooth L1 on the
+angle where it is known, binary cross-entropy on "is this a side view" when the model has
+that head, and optionally a penalty on Grad-CAM mass outside the head-and-neck box.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
 from posture.errors import PostureError, TrainingCancelled
-from posture.imagedata import Augment, ImageDataset
-from posture.serving import resolve_precision
+from posture.imagedata import Augment, ImageDataset, Item
+from posture.models import ModelOutput, PostureNet, cva_to_head
 
-__all__ = ["EpochLoop", "TrainEvent", "extract_features", "fit_full", "fit_head"]
+__all__ = ["EpochLoop", "LossWeights", "ProgressFn", "TrainEvent", "extract_features", "fit_full", "fit_head",
+           "multitask_loss"]
 
 
 @dataclass
@@ -43,6 +48,87 @@ class TrainEvent:
     val_acc: float | None = None
     eta_s: float | None = None
     message: str = ""
+    metrics: dict[str, float] | None = None  # the epoch's full row (angle error, side-view accuracy, ...)
+
+
+ProgressFn = Callable[[TrainEvent], None]
+Targets = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """How much each head's loss counts next to the classifier's."""
+
+    cva: float = 1.0
+    side_view: float = 0.5
+    cam: float = 0.0  # Grad-CAM mass outside the head-and-neck box, at the layer the model explains
+
+
+def multitask_loss(
+    out: ModelOutput,
+    targets: Targets,
+    class_weights: torch.Tensor,
+    weights: LossWeights,
+    cam: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted loss of one batch and its sums for metrics (counts, errors), each head where it applies.
+
+    `cam`: (B, h, w) non-negative class activation maps of the true class, when the box term is on.
+    """
+    label = targets["label"]
+    has_class = label >= 0
+    total = out.logits.new_zeros(())
+    stats: dict[str, float] = {"n": float(has_class.sum())}
+    if has_class.any():
+        logits = out.logits[has_class].float()
+        total = total + F.cross_entropy(logits, label[has_class], weight=class_weights)
+        stats["correct"] = float((logits.argmax(1) == label[has_class]).sum())
+    cva = targets["cva_deg"]
+    known = torch.isfinite(cva) & has_class
+    if out.cva_deg is not None and known.any():
+        pred = out.cva_deg[known].float()
+        total = total + weights.cva * F.smooth_l1_loss(cva_to_head(pred), cva_to_head(cva[known]), beta=0.1)
+        stats["cva_n"] = float(known.sum())
+        stats["cva_abs_err"] = float((pred.detach() - cva[known]).abs().sum())
+    if out.side_view_logit is not None:
+        side = targets["side_view"]
+        logit = out.side_view_logit.float()
+        total = total + weights.side_view * F.binary_cross_entropy_with_logits(logit, side)
+        stats["side_n"] = float(len(side))
+        stats["side_correct"] = float(((logit > 0).float() == side).sum())
+    if cam is not None and weights.cam > 0:
+        box = targets["box"]
+        inside = torch.isfinite(box[:, 0]) & has_class
+        if inside.any():
+            total = total + weights.cam * _outside_mass(cam[inside], box[inside]).mean()
+    return total, stats
+
+
+def _outside_mass(cam: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) maps and (B, 4) boxes in [0, 1] -> (B,) share of each map's mass outside its box."""
+    b, h, w = cam.shape
+    ys = (torch.arange(h, device=cam.device, dtype=cam.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=cam.device, dtype=cam.dtype) + 0.5) / w
+    in_x = (xs[None, :] >= box[:, 0:1]) & (xs[None, :] <= box[:, 2:3])  # (B, w)
+    in_y = (ys[None, :] >= box[:, 1:2]) & (ys[None, :] <= box[:, 3:4])  # (B, h)
+    mask = (in_y[:, :, None] & in_x[:, None, :]).to(cam.dtype)
+    mass = cam.flatten(1).sum(1).clamp_min(1e-6)
+    return 1.0 - (cam * mask).flatten(1).sum(1) / mass
+
+
+def _row(prefix: str, sums: dict[str, float], loss: float) -> dict[str, float]:
+    """Per-epoch metrics from batch sums: loss, accuracy, angle error, side-view accuracy."""
+    row = {f"{prefix}_loss": loss, f"{prefix}_acc": sums.get("correct", 0.0) / max(sums.get("n", 0.0), 1.0)}
+    if sums.get("cva_n"):
+        row[f"{prefix}_cva_mae"] = sums["cva_abs_err"] / sums["cva_n"]
+    if sums.get("side_n"):
+        row[f"{prefix}_side_acc"] = sums["side_correct"] / sums["side_n"]
+    return row
+
+
+def _add(sums: dict[str, float], stats: dict[str, float]) -> None:
+    for k, v in stats.items():
+        sums[k] = sums.get(k, 0.0) + v
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[list[int]]:
@@ -68,7 +154,7 @@ def _loader(*args: Any, **kwargs: Any) -> Iterator[Any]:
 
 
 def extract_features(
-    model: nn.Module,
+    model: PostureNet,
     dataset: ImageDataset,
     batch_size: int,
     cancel: threading.Event | None = None,
@@ -91,9 +177,10 @@ def extract_features(
 class EpochLoop:
     """The epoch loop shared by both paths: each supplies its batches, `step` and `validate`."""
 
-    def __init__(self, cfg, n_train, params, progress, cancel) -> None:
+    def __init__(self, cfg: Any, n_train: int, params: Iterable[torch.nn.Parameter],
+                 progress: ProgressFn | None, cancel: threading.Event | None) -> None:
         self.cfg, self.n_train = cfg, n_train
-        self.progress = progress or (lambda event: None)
+        self.progress: ProgressFn = progress or (lambda event: None)
         self.cancel = cancel or threading.Event()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, torch.Tensor] | None = None  # state dict of the best epoch so far
@@ -103,112 +190,154 @@ class EpochLoop:
             self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
         )
 
-    def run(self, model, epoch_batches, step, validate) -> None:
+    def run(
+        self,
+        model: PostureNet,
+        epoch_batches: Callable[[int, list[list[int]]], Iterable[Any]],
+        step: Callable[[Any], tuple[torch.Tensor, dict[str, float]]],
+        validate: Callable[[], dict[str, float]],
+    ) -> None:
         """Train until the last epoch or early stop; `history` and `best` survive a cancel.
 
         `epoch_batches(epoch, index_batches)` yields one payload per batch of indices,
-        and `step(payload)` returns (mean loss, number correct, batch size).
+        `step(payload)` returns (loss, sums for metrics) and `validate()` the validation row.
         """
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        history, best_loss, stale, start = self.history, float("inf"), 0, time.perf_counter()
+        history, best_loss, stale, start = self.history, math.inf, 0, time.perf_counter()
         total = self.cfg.epochs * self.steps
         for epoch in range(1, self.cfg.epochs + 1):
-            loss_sum = correct = seen = 0.0
+            loss_sum, seen, sums = 0.0, 0, {}
             index_batches = _batches(self.n_train, self.cfg.batch_size, gen)
             for i, payload in enumerate(epoch_batches(epoch, index_batches), start=1):
                 if self.cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
                 self.opt.zero_grad(set_to_none=True)
-                loss, n_correct, n = step(payload)
+                loss, stats = step(payload)
                 loss.backward()
                 self.opt.step()
                 self.sched.step()
-                loss_sum += float(loss.detach()) * n
-                correct, seen = correct + n_correct, seen + n
+                n = len(index_batches[i - 1])
+                loss_sum, seen = loss_sum + float(loss.detach()) * n, seen + n
+                _add(sums, stats)
                 done = (epoch - 1) * self.steps + i
                 eta = (time.perf_counter() - start) / done * (total - done)
-                self.progress(TrainEvent("step", epoch, self.cfg.epochs, i, self.steps,
-                                         loss_sum / seen, correct / seen, eta_s=eta))
-            val_loss, val_acc = validate()
-            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                   "val_loss": val_loss, "val_acc": val_acc, "lr": self.sched.get_last_lr()[0]}
+                acc = sums.get("correct", 0.0) / max(sums.get("n", 0.0), 1.0)
+                self.progress(TrainEvent("step", epoch, self.cfg.epochs, i, self.steps, loss_sum / seen, acc, eta_s=eta))
+            row = {"epoch": epoch, **_row("train", sums, loss_sum / max(seen, 1)), **validate(),
+                   "lr": self.sched.get_last_lr()[0]}
             history.append(row)
-            if val_loss < best_loss - 1e-4:
-                self.best, best_loss, stale = copy.deepcopy(model.state_dict()), val_loss, 0
+            if row["val_loss"] < best_loss - 1e-4:
+                self.best, best_loss, stale = copy.deepcopy(model.state_dict()), row["val_loss"], 0
             else:
                 stale += 1
             done = epoch * self.steps
             self.progress(TrainEvent("epoch", epoch, self.cfg.epochs, self.steps, self.steps,
-                                     row["train_loss"], row["train_acc"], val_loss, val_acc,
-                                     eta_s=(time.perf_counter() - start) / done * (total - done)))
+                                     row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                                     eta_s=(time.perf_counter() - start) / done * (total - done), metrics=row))
             if stale >= self.cfg.patience:
                 self.progress(TrainEvent("phase", epoch, self.cfg.epochs,
                                          message=f"early stop: no better validation loss for {stale} epochs"))
                 break
 
 
-def fit_full(model, cfg, train_items, val_items, weights, loop: EpochLoop) -> None:
-    aug = Augment() if cfg.augment else Augment.none()
-    train_ds = ImageDataset(train_items, cfg.img_size, augment=aug, seed=cfg.seed)
-    val_ds = ImageDataset(val_items, cfg.img_size)
-    model.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPU
+def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: str | None) -> tuple[ModelOutput, torch.Tensor | None]:
+    """Outputs, and the true class's Grad-CAM at `cam_layer` when the box term needs it (None: off).
 
-    def epoch_batches(epoch: int, index_batches: list[list[int]]):
+    At the last stage Grad-CAM is the class activation map (the classifier's weights times the
+    features) and costs nothing extra. At an earlier stage it needs the gradient of the class
+    score at that stage, kept in the graph (`create_graph`) so the box term can train through it.
+    """
+    if cam_layer is None:
+        out = model.forward_outputs(x)
+        return out, None
+    label = targets["label"].clamp_min(0)
+    if cam_layer == model.stage_names[-1]:
+        features = model.forward_features(x)
+        out = model.outputs_from_features(features)
+        h, w = features.shape[-2:]  # Grad-CAM's weights are the classifier's, averaged over the map
+        cam = torch.einsum("bchw,bc->bhw", features.float(), model.fc.weight[label].float()) / (h * w)
+        return out, F.relu(cam)
+    early = model.forward_features(x, upto=cam_layer)
+    out = model.outputs_from_features(model.forward_after(early, cam_layer))
+    score = out.logits.gather(1, label[:, None]).sum()
+    grads = torch.autograd.grad(score, early, create_graph=True)[0]  # (B, C, h, w)
+    return out, F.relu((grads.mean((2, 3), keepdim=True) * early).sum(1).float())
+
+
+def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageDataset,
+             class_weights: torch.Tensor, loop: EpochLoop, bf16: bool) -> None:
+    """Train the whole model (or all but a frozen backbone) on images, one batch at a time."""
+    model.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPU
+    weights = cfg.loss_weights
+    cam_layer = (cfg.cam_layer or model.stage_names[-1]) if weights.cam > 0 else None
+
+    def epoch_batches(epoch: int, index_batches: list[list[int]]) -> Iterator[Any]:
         train_ds.epoch = epoch
         # One worker decodes the next batch while this process trains on the current one.
         return _loader(train_ds, batch_sampler=index_batches, num_workers=cfg.workers)
 
-    # bf16 autocast roughly halves step time on CPUs with native bf16; weights stay fp32.
-    bf16 = not cfg.freeze and resolve_precision(cfg.precision) == "bf16"
-
-    def step(batch):
+    def step(batch: tuple[torch.Tensor, Targets]) -> tuple[torch.Tensor, dict[str, float]]:
         model.train(not cfg.freeze)  # a frozen backbone keeps its BatchNorm statistics
-        x, y = batch  # (B, 3, S, S), (B,)
+        x, targets = batch  # (B, 3, S, S), targets
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-        return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum()), len(y)
+            out, cam = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, cam_layer)
+        return multitask_loss(out, targets, class_weights, weights, cam)
 
-    def validate() -> tuple[float, float]:
+    def validate() -> dict[str, float]:
         model.eval()
-        loss = correct = 0.0
+        loss_sum, seen, sums = 0.0, 0, {}
         with torch.inference_mode():
-            for x, y in _loader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
-                logits = model(x.contiguous(memory_format=torch.channels_last))
-                loss += float(F.cross_entropy(logits, y, weight=weights, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
-        return loss / len(val_ds), correct / len(val_ds)
+            for x, targets in _loader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
+                # the task losses alone: the box term shapes training, the best epoch is the best at the task
+                out, _ = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, None)
+                loss, stats = multitask_loss(out, targets, class_weights, weights)
+                loss_sum, seen = loss_sum + float(loss) * len(x), seen + len(x)
+                _add(sums, stats)
+        return _row("val", sums, loss_sum / max(seen, 1))
 
     loop.run(model, epoch_batches, step, validate)
     model.to(memory_format=torch.contiguous_format)
 
 
-def fit_head(model, cfg, train_items, val_items, weights, loop: EpochLoop, progress) -> None:
+def _stack_targets(items: list[Item]) -> Targets:
+    return {
+        "label": torch.tensor([it.label for it in items], dtype=torch.long),
+        "cva_deg": torch.tensor([it.cva_deg for it in items], dtype=torch.float32),
+        "side_view": torch.tensor([float(it.side_view) for it in items], dtype=torch.float32),
+        "box": torch.full((len(items), 4), float("nan")),  # the box term needs feature maps, not pooled features
+    }
+
+
+def fit_head(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageDataset,
+             class_weights: torch.Tensor, loop: EpochLoop, progress: ProgressFn) -> None:
+    """Train the heads alone on pooled features of a frozen backbone, computed once."""
     views = [Augment.none()] + [Augment() for _ in range(cfg.feature_views if cfg.augment else 0)]
     progress(TrainEvent("phase", message=f"computing backbone features ({len(views)} view(s))"))
-    train_feats = [
-        extract_features(model, ImageDataset(train_items, cfg.img_size, augment=a, seed=cfg.seed + v),
-                         cfg.batch_size, loop.cancel, cfg.workers)
-        for v, a in enumerate(views)
-    ]  # each (N, D)
-    val_feats = extract_features(model, ImageDataset(val_items, cfg.img_size), cfg.batch_size, loop.cancel,
-                                 cfg.workers)
-    y_train = torch.tensor([c for _, c in train_items])
-    y_val = torch.tensor([c for _, c in val_items])
-    head = model.fc
+    train_feats = []
+    for v, aug in enumerate(views):
+        view_ds = ImageDataset(train_ds.items, train_ds.size, train_ds.mean, train_ds.std, augment=aug,
+                               seed=cfg.seed + v)
+        if train_ds.squares is not None:
+            view_ds.preload(squares=train_ds.squares)
+        train_feats.append(extract_features(model, view_ds, cfg.batch_size, loop.cancel, cfg.workers))  # (N, D)
+    val_feats = extract_features(model, val_ds, cfg.batch_size, loop.cancel, cfg.workers)
+    y_train, y_val = _stack_targets(train_ds.items), _stack_targets(val_ds.items)
+    weights = cfg.loss_weights
 
-    def epoch_batches(epoch: int, index_batches: list[list[int]]):
+    def heads(pooled: torch.Tensor) -> ModelOutput:
+        return model.outputs_from_features(pooled[:, :, None, None])  # pooling a 1x1 map is the identity
+
+    def epoch_batches(epoch: int, index_batches: list[list[int]]) -> Iterator[Any]:
         view = train_feats[(epoch - 1) % len(train_feats)]  # (N, D)
-        return ((view[idx], y_train[idx]) for idx in index_batches)
+        return ((view[idx], {k: v[idx] for k, v in y_train.items()}) for idx in index_batches)
 
-    def step(batch):
-        x, y = batch
-        logits = head(x)
-        return F.cross_entropy(logits, y, weight=weights), int((logits.argmax(1) == y).sum()), len(y)
+    def step(batch: tuple[torch.Tensor, Targets]) -> tuple[torch.Tensor, dict[str, float]]:
+        x, targets = batch
+        return multitask_loss(heads(x), targets, class_weights, weights)
 
-    def validate() -> tuple[float, float]:
+    def validate() -> dict[str, float]:
         with torch.inference_mode():
-            logits = head(val_feats)
-        loss = float(F.cross_entropy(logits, y_val, weight=weights))
-        return loss, float((logits.argmax(1) == y_val).float().mean())
+            loss, stats = multitask_loss(heads(val_feats), y_val, class_weights, weights)
+        return _row("val", stats, float(loss))
 
     loop.run(model, epoch_batches, step, validate)

@@ -1,17 +1,20 @@
-"""Streaming image tensors for training and evaluation, with angle-preserving augmentation.
+"""Training examples: image tensors and their targets, with angle-preserving augmentation.
 
-Images are decoded from disk per item (memory stays bounded whatever the dataset
-size). Augmentation keeps the neck angle meaningful: horizontal flips (a person
-facing the other way), colour changes and a small zoom/shift; never rotation or
-shear. Its randomness comes from (seed, epoch, index), so a run is reproducible
+An `Item` is one picture and what is known about it: its class (or none, for a picture without a
+side view), the angle in the picture, whether it is a side view, the head-and-neck box. Images are
+decoded per item, or once into memory (`ImageDataset.preload`) when the set is reused epoch after
+epoch. Augmentation keeps the neck angle meaningful: horizontal flips (a person facing the other
+way: the angle, measured toward the face, is unchanged), colour changes and a small zoom/shift;
+never rotation or shear. Its randomness comes from (seed, epoch, index), so a run is reproducible
 and does not depend on loader workers or on torch's global RNG.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +23,58 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from posture.images import load_image
+from posture.labels import Annotation
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD, letterbox, normalize
 
-__all__ = ["Augment", "ImageDataset", "augment_image"]
+__all__ = ["Augment", "ImageDataset", "Item", "annotate", "augment_image", "square_box"]
+
+NAN = float("nan")
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training picture: path and targets (NaN: unknown)."""
+
+    path: Path
+    label: int = -1  # class index; -1 for a picture without a side view (it has no class)
+    cva_deg: float = NAN  # the angle as seen in the picture
+    box: Box = (NAN, NAN, NAN, NAN)  # head-and-neck box, fractions of the picture's width and height
+    aspect: float = NAN  # the picture's width / height (places the box in the letterboxed square)
+    style: str = ""  # synthetic rendering style, "" when unknown
+    view: str = ""  # "side", or what a picture without a side view shows; "" when unknown
+
+    @property
+    def side_view(self) -> bool:
+        return self.label >= 0
+
+
+def annotate(pairs: Sequence[tuple[Path, int]], notes: Mapping[Path, Annotation]) -> list[Item]:
+    """(path, class index or -1) pairs -> Items carrying what labels.csv says about each picture."""
+    items = []
+    for path, label in pairs:
+        note = notes.get(path)
+        if note is None:
+            items.append(Item(path, label, view="side" if label >= 0 else ""))
+            continue
+        has_box = note.box is not None and note.size is not None
+        items.append(Item(
+            path, label,
+            cva_deg=note.cva_deg if note.cva_deg is not None and label >= 0 else NAN,
+            box=note.box if has_box else (NAN,) * 4,  # type: ignore[arg-type]
+            aspect=note.size[0] / note.size[1] if note.size else NAN,
+            style=note.style or "",
+            view=note.view or ("side" if label >= 0 else ""),
+        ))  # fmt: skip
+    return items
+
+
+def square_box(box: Box, width: float, height: float) -> Box:
+    """A box given as fractions of a (width, height) picture -> fractions of its letterboxed square."""
+    scale = 1.0 / max(width, height)
+    cw, ch = width * scale, height * scale
+    x0, y0 = (1.0 - cw) / 2.0, (1.0 - ch) / 2.0
+    return (x0 + box[0] * cw, y0 + box[1] * ch, x0 + box[2] * cw, y0 + box[3] * ch)
 
 
 @dataclass(frozen=True)
@@ -36,20 +88,24 @@ class Augment:
     hue: float = 0.03
     scale: float = 0.10  # zoom drawn from [1 - s, 1 + s]
     translate: float = 0.06  # shift, as a share of the side
+    grey: float = 0.1  # probability of dropping the colour
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
     def active(self) -> bool:
         return self != Augment.none()
 
 
-def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator) -> Image.Image:
-    """Apply `aug` to a letterboxed square with parameters drawn from `rng`."""
+def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box: Box | None = None) -> tuple[Image.Image, Box | None]:
+    """Apply `aug` to a letterboxed square with parameters drawn from `rng`; move `box` (fractions
+    of the square) with it."""
     if rng.random() < aug.flip:
         img = TF.horizontal_flip(img)
+        if box is not None:
+            box = (1.0 - box[2], box[1], 1.0 - box[0], box[3])
     if aug.brightness:
         img = TF.adjust_brightness(img, 1.0 + rng.uniform(-aug.brightness, aug.brightness))
     if aug.contrast:
@@ -58,52 +114,91 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator) -> I
         img = TF.adjust_saturation(img, 1.0 + rng.uniform(-aug.saturation, aug.saturation))
     if aug.hue:
         img = TF.adjust_hue(img, rng.uniform(-aug.hue, aug.hue))
+    if aug.grey and rng.random() < aug.grey:
+        img = TF.rgb_to_grayscale(img, num_output_channels=3)
     if aug.scale or aug.translate:
         shift = [int(round(rng.uniform(-aug.translate, aug.translate) * img.width)) for _ in range(2)]
+        scale = 1.0 + rng.uniform(-aug.scale, aug.scale)
         fill = [int(round(c * 255)) for c in IMAGENET_MEAN]
-        img = TF.affine(
-            img,
-            angle=0.0,
-            translate=shift,
-            scale=1.0 + rng.uniform(-aug.scale, aug.scale),
-            shear=[0.0, 0.0],
-            interpolation=TF.InterpolationMode.BILINEAR,
-            fill=fill,
-        )
-    return img
+        img = TF.affine(img, angle=0.0, translate=shift, scale=scale, shear=[0.0, 0.0],
+                        interpolation=TF.InterpolationMode.BILINEAR, fill=fill)
+        if box is not None:  # about the centre: p' = c + scale * (p - c) + shift
+            dx, dy = shift[0] / img.width, shift[1] / img.height
+            box = (0.5 + scale * (box[0] - 0.5) + dx, 0.5 + scale * (box[1] - 0.5) + dy,
+                   0.5 + scale * (box[2] - 0.5) + dx, 0.5 + scale * (box[3] - 0.5) + dy)
+    return img, box
 
 
 class ImageDataset(Dataset):
-    """(path, class index) items -> (normalised (3, S, S) tensor, class index)."""
+    """Items -> (normalised (3, S, S) tensor, targets: label, cva_deg, side_view, box)."""
 
     def __init__(
         self,
-        items: Sequence[tuple[Path, int]],
+        items: Sequence[Item | tuple[Path, int]],
         size: int,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         augment: Augment | None = None,
         seed: int = 0,
     ) -> None:
-        self.items = list(items)
+        self.items = [it if isinstance(it, Item) else Item(Path(it[0]), int(it[1])) for it in items]
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
         self.augment = augment if augment is not None and augment.active else None
         self.seed = seed
         self.epoch = 0  # set by the training loop so each epoch sees new augmentations
+        self._squares: np.ndarray | None = None  # (N, S, S, 3) uint8 after `preload`
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def load_square(self, index: int) -> Image.Image:
-        """The letterboxed, not yet augmented, image of item `index`."""
-        path, _ = self.items[index]
+    @property
+    def squares(self) -> np.ndarray | None:
+        """The preloaded (N, S, S, 3) uint8 letterboxed images, if `preload` ran."""
+        return self._squares
+
+    def subset(self, indices: Sequence[int]) -> "ImageDataset":
+        """The same dataset restricted to `indices` (sharing preloaded images, not copying them)."""
+        out = ImageDataset([self.items[i] for i in indices], self.size, self.mean, self.std, self.augment, self.seed)
+        if self._squares is not None:
+            out._squares = self._squares[np.asarray(indices, dtype=np.int64)]
+        return out
+
+    def preload(self, progress: Callable[[int, int], None] | None = None, squares: np.ndarray | None = None) -> None:
+        """Decode and letterbox every image once, into memory (or take `squares` decoded before)."""
+        if squares is not None:
+            if squares.shape != (len(self.items), self.size, self.size, 3):
+                raise ValueError(f"squares {squares.shape} do not fit {len(self.items)} items at {self.size} px")
+            self._squares = squares
+            return
+        out = np.empty((len(self.items), self.size, self.size, 3), dtype=np.uint8)
+        for i in range(len(self.items)):
+            out[i] = np.asarray(self._decode(i))
+            if progress is not None and (i + 1) % 256 == 0:
+                progress(i + 1, len(self.items))
+        self._squares = out
+
+    def _decode(self, index: int) -> Image.Image:
         # Decode at about twice the input size: enough detail, little memory.
-        img = load_image(path, max_side=2 * self.size)
+        img = load_image(self.items[index].path, max_side=2 * self.size)
         return letterbox(img, self.size, fill=self.mean)[0]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def load_square(self, index: int) -> Image.Image:
+        """The letterboxed, not yet augmented, image of item `index`."""
+        if self._squares is not None:
+            return Image.fromarray(self._squares[index], "RGB")
+        return self._decode(index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        item = self.items[index]
         img = self.load_square(index)
+        box = None if math.isnan(item.box[0]) or math.isnan(item.aspect) else square_box(item.box, item.aspect, 1.0)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            img = augment_image(img, self.augment, rng)
-        return normalize(img, self.mean, self.std), self.items[index][1]
+            img, box = augment_image(img, self.augment, rng, box)
+        targets = {
+            "label": torch.tensor(item.label, dtype=torch.long),
+            "cva_deg": torch.tensor(item.cva_deg, dtype=torch.float32),
+            "side_view": torch.tensor(float(item.side_view), dtype=torch.float32),
+            "box": torch.tensor(box if box is not None else (NAN,) * 4, dtype=torch.float32),
+        }
+        return normalize(img, self.mean, self.std), targets

@@ -9,6 +9,7 @@ from pathlib import Path
 __all__ = [
     "IMAGE_SUFFIXES",
     "LAYOUT_HELP",
+    "NO_SIDE_VIEW",
     "UploadLimits",
     "find_dataset_root",
     "is_ignored",
@@ -16,10 +17,12 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+NO_SIDE_VIEW = "no_side_view"  # reserved folder name: pictures without a side view of a person, not a class
 LAYOUT_HELP = """expected one folder per class, e.g.
   my_data/
     normal/       img001.jpg ...
     turtle_neck/  img101.jpg ...
+    no_side_view/ (optional) pictures with no side view of a person
 or my_data/train/<class>/... with my_data/val/<class>/... beside it"""
 
 _IGNORED_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}

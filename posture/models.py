@@ -4,7 +4,9 @@ Every model is a `PostureNet`: named conv stages (the backbone), global average 
 a linear classifier, plus optional auxiliary heads on the same pooled features:
 
 - `cva`: the craniovertebral angle in degrees (a regression);
-- `side_view`: a logit saying whether the picture holds a side view of a person at all.
+- `side_view`: a logit saying whether the picture holds a side view of a person at all;
+- `gate`: a familiarity gate (`posture.gate`) fitted after training; when present, the side-view
+  logit is the smaller of the head's and the gate's, so unfamiliar pictures are no side view.
 
 `resnet14` is the small CIFAR-style ResNet of the original design, trained from scratch.
 `resnet18` is torchvision's ResNet-18 with a new head, for transfer learning. Both keep
@@ -24,6 +26,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from posture.errors import UsageError, WeightsError
+from posture.gate import FeatureGate
 
 __all__ = [
     "ARCHS",
@@ -45,7 +48,7 @@ __all__ = [
     "reset_classifier",
 ]
 
-AUX_HEADS = ("cva", "side_view")
+AUX_HEADS = ("cva", "side_view", "gate")
 # The cva head predicts (degrees - centre) / scale: targets of order 1 for any loss.
 _CVA_CENTRE, _CVA_SCALE = 50.0, 15.0
 _AUX_HIDDEN = 128
@@ -152,6 +155,8 @@ class PostureNet(nn.Module):
             out.cva_deg = cva_from_head(self.heads["cva"](pooled)[:, 0])
         if "side_view" in self.heads:
             out.side_view_logit = self.heads["side_view"](pooled)[:, 0]
+            if "gate" in self.heads:
+                out.side_view_logit = torch.minimum(out.side_view_logit, self.heads["gate"](pooled))
         return out
 
     def forward_outputs(self, x: torch.Tensor) -> ModelOutput:
@@ -171,8 +176,8 @@ class PostureNet(nn.Module):
                 raise UsageError(f"unknown auxiliary head {name!r}; choose from {', '.join(AUX_HEADS)}")
             if name not in self.heads:
                 d = self.fc.in_features
-                self.heads[name] = nn.Sequential(nn.Linear(d, _AUX_HIDDEN), nn.ReLU(inplace=True),
-                                                 nn.Linear(_AUX_HIDDEN, 1))
+                self.heads[name] = FeatureGate(d, self.fc.out_features) if name == "gate" else nn.Sequential(
+                    nn.Linear(d, _AUX_HIDDEN), nn.ReLU(inplace=True), nn.Linear(_AUX_HIDDEN, 1))
         return self
 
     @property

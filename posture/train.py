@@ -1,70 +1,95 @@
 """The fine-tuning routine the CLI and the app both call.
 
-`train` reads and splits the data, builds the starting model, runs one of the two
-paths in `posture.fit` (cached features for a frozen backbone, else the full loop),
-evaluates the best epoch on the validation set, and writes the checkpoint once,
-atomically, after training finished normally.
+`train` reads and splits the data, builds the starting model with the heads the data can
+teach (the classifier always; the angle estimate when labels.csv gives angles; the side-view
+flag when a `no_side_view/` folder gives pictures without a side view), runs one of the two
+paths in `posture.fit` (cached features for a frozen backbone, else the full loop), calibrates
+the best epoch's probabilities on the validation set, evaluates it there, and writes the
+checkpoint once, atomically, after training finished normally.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint
+from posture.serving import bf16_supported
 from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_split
-from posture.errors import CheckpointError, DatasetError, TrainingCancelled
+from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
-from posture.fit import EpochLoop, TrainEvent, fit_full, fit_head
-from posture.models import build_model, freeze_backbone, reset_classifier
+from posture.fit import EpochLoop, LossWeights, ProgressFn, TrainEvent, fit_full, fit_head
+from posture.imagedata import Augment, ImageDataset, Item, annotate
+from posture.labels import read_annotations
+from posture.models import AUX_HEADS, PostureNet, arch_config, build_model, freeze_backbone, reset_classifier
 from posture.predict import Predictor
 
-__all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train"]  # TrainEvent comes from posture.fit
+__all__ = ["TrainConfig", "TrainEvent", "TrainResult", "dataset_items", "train"]  # TrainEvent comes from posture.fit
 
-_DEFAULT_SIZE = {"resnet14": 96, "resnet18": 224}  # resnet14 learned the angle at 96 px, not 128
+PRELOAD_BUDGET = 2 * 2**30  # bytes of decoded squares kept in memory for reuse across epochs
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run; the CLI and the app both build one."""
+    """Everything that decides a training run; the CLI and the app both build one.
 
-    arch: str = "resnet14"
-    init: str = "scratch"  # "imagenet", "scratch", a torchvision state dict, or a posture checkpoint
-    freeze: bool | None = None  # None: frozen backbone when starting from pretrained weights
+    None means "the architecture's default" (see `posture.models.ARCHS`), resolved by `resolved()`.
+    """
+
+    arch: str = "resnet18"
+    init: str | None = None  # "imagenet", "scratch", a torchvision state dict, or a posture checkpoint
+    freeze: bool | None = None  # None: frozen backbone when starting from published weights
     epochs: int = 10
-    lr: float | None = None  # None: a default for the arch and freeze choice
+    lr: float | None = None  # None: the architecture's default for the init and freeze choice
     batch_size: int = 32
-    img_size: int | None = None  # None: 96 for resnet14, 224 for resnet18 (or the init checkpoint's)
+    img_size: int | None = None  # None: the architecture's (or the init checkpoint's) input size
     val_split: float = 0.2
     seed: int = 0
     patience: int = 5  # epochs without a better validation loss before stopping
     weight_decay: float = 1e-4
     augment: bool = True
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
-    cache_features: bool = True  # frozen path: train the head on cached features
+    cache_features: bool = True  # frozen path: train the heads on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
     precision: str = "auto"  # full training: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
     storage_dtype: str = "float32"  # checkpoint weights: "float16" halves the file
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    exclude_styles: tuple[str, ...] = ()  # leave out pictures of these synthetic styles (held-out runs)
+    cam_layer: str | None = None  # the layer Grad-CAM explains by default, recorded in the checkpoint
+    calibrate: bool = True  # temperature-scale the classifier on the validation set
+    gate: bool = True  # fit the familiarity gate of the side-view flag (models with that head)
+    preload: bool | None = None  # decode every image once into memory; None: when it fits PRELOAD_BUDGET
 
     def resolved(self) -> "TrainConfig":
-        """A copy with every None replaced by its default."""
+        """A copy with every None replaced by its default; UsageError for impossible settings."""
         cfg = replace(self)
+        spec = arch_config(cfg.arch)
+        if cfg.init is None:
+            cfg.init = spec.init
         if cfg.freeze is None:
-            cfg.freeze = cfg.arch == "resnet18" and cfg.init != "scratch"
+            cfg.freeze = spec.freeze_by_default(cfg.init)
         if cfg.img_size is None:
             ckpt = _posture_checkpoint(cfg.init)
-            cfg.img_size = read_info(ckpt).input_size if ckpt else _DEFAULT_SIZE.get(cfg.arch, 128)
+            cfg.img_size = read_info(ckpt).input_size if ckpt else spec.input_size
         if cfg.lr is None:
-            cfg.lr = 1e-2 if cfg.freeze else (3e-4 if cfg.init != "scratch" else 2e-3)
+            cfg.lr = spec.default_lr(cfg.init, bool(cfg.freeze))
         if cfg.epochs < 1 or cfg.batch_size < 1 or not 0.0 < cfg.val_split < 1.0:
-            raise ValueError("epochs and batch size must be >= 1 and the validation share in (0, 1)")
+            raise UsageError("epochs and batch size must be >= 1 and the validation share in (0, 1)")
+        if not 16 <= cfg.img_size <= 1024:
+            raise UsageError(f"image size {cfg.img_size} must lie within 16..1024 px")
+        if cfg.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+        if cfg.cam_layer is not None and cfg.cam_layer not in spec.cam_layers:
+            raise UsageError(f"{cfg.arch} has no layer {cfg.cam_layer!r}; choose from {', '.join(spec.cam_layers)}")
+        cfg.exclude_styles = tuple(cfg.exclude_styles)
         return cfg
 
 
@@ -72,7 +97,7 @@ class TrainConfig:
 class TrainResult:
     """The best-epoch model, its metadata and how training went."""
 
-    model: nn.Module | None
+    model: PostureNet | None
     info: ModelInfo | None
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
@@ -80,7 +105,9 @@ class TrainResult:
     cancelled: bool = False
 
 
-def _posture_checkpoint(init: str) -> Path | None:
+def _posture_checkpoint(init: str | None) -> Path | None:
+    if init is None:
+        return None
     path = Path(init)
     if path.suffix != ".safetensors" or not path.is_file():
         return None
@@ -91,26 +118,52 @@ def _posture_checkpoint(init: str) -> Path | None:
     return path
 
 
-def _initial_model(cfg: TrainConfig, class_names: list[str]) -> nn.Module:
+def dataset_items(scan: DatasetScan, cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
+    """(train, validation) items of a scanned dataset with every known target, split per class."""
+    index = {name: i for i, name in enumerate(scan.class_names)}
+    if scan.has_splits and scan.val_files:
+        train = [(p, index[c]) for c, ps in scan.files.items() for p in ps]
+        val = [(p, index[c]) for c, ps in scan.val_files.items() for p in ps]
+        train += [(p, -1) for p in scan.negatives]
+        val += [(p, -1) for p in scan.val_negatives]
+    else:
+        train, val = stratified_split(scan.files, cfg.val_split, cfg.seed)
+        if scan.negatives:
+            neg_train, neg_val = stratified_split({"": scan.negatives}, cfg.val_split, cfg.seed)
+            train += [(p, -1) for p, _ in neg_train]
+            val += [(p, -1) for p, _ in neg_val]
+    notes = read_annotations(scan.root)
+    drop = set(cfg.exclude_styles)
+    train_items = [it for it in annotate(train, notes) if it.style not in drop]
+    val_items = [it for it in annotate(val, notes) if it.style not in drop]
+    return train_items, val_items
+
+
+def _heads_for(items: list[Item]) -> list[str]:
+    """The auxiliary heads the data can teach by gradient (the gate is fitted after training)."""
+    teach = {"cva": any(math.isfinite(it.cva_deg) for it in items), "side_view": any(not it.side_view for it in items)}
+    return [h for h in AUX_HEADS if teach.get(h)]
+
+
+def _initial_model(cfg: TrainConfig, class_names: list[str], heads: list[str]) -> PostureNet:
+    """The starting model: fresh (or ImageNet) weights, or a posture checkpoint, with the heads to train.
+
+    A checkpoint's auxiliary heads that the data cannot teach stay (frozen) on a frozen backbone,
+    whose features they were trained on; on a backbone that trains they would go stale, so they go.
+    """
     ckpt = _posture_checkpoint(cfg.init)
     if ckpt is None:
         weights = None if cfg.init == "scratch" else cfg.init
-        return build_model(cfg.arch, len(class_names), weights=weights)
+        return build_model(cfg.arch, len(class_names), weights=weights, heads=heads)
     model, info = load_checkpoint(ckpt)
     if info.arch != cfg.arch:
         raise CheckpointError(f"{ckpt} holds a {info.arch}, but training asks for {cfg.arch}")
     if info.class_names != class_names:
         reset_classifier(model, len(class_names))
-    return model
-
-
-def _split(scan: DatasetScan, cfg: TrainConfig) -> tuple[list, list]:
-    if scan.has_splits and scan.val_files:
-        index = {name: i for i, name in enumerate(scan.class_names)}
-        train = [(p, index[c]) for c, ps in scan.files.items() for p in ps]
-        val = [(p, index[c]) for c, ps in scan.val_files.items() for p in ps]
-        return train, val
-    return stratified_split(scan.files, cfg.val_split, cfg.seed)
+    for name in model.head_names:
+        if name == "gate" or (name not in heads and not cfg.freeze):  # the gate is fitted anew after training
+            del model.heads[name]
+    return model.add_heads(heads)
 
 
 def _class_weights(labels: list[int], k: int) -> torch.Tensor:
@@ -118,11 +171,82 @@ def _class_weights(labels: list[int], k: int) -> torch.Tensor:
     return torch.tensor(len(labels) / (k * np.maximum(counts, 1.0)), dtype=torch.float32)
 
 
+def _datasets(cfg: TrainConfig, train_items: list[Item], val_items: list[Item], emit: ProgressFn) -> tuple[ImageDataset, ImageDataset]:
+    aug = Augment() if cfg.augment else Augment.none()
+    train_ds = ImageDataset(train_items, int(cfg.img_size), augment=aug, seed=cfg.seed)
+    val_ds = ImageDataset(val_items, int(cfg.img_size))
+    preload = cfg.preload
+    if preload is None:
+        preload = (len(train_items) + len(val_items)) * int(cfg.img_size) ** 2 * 3 <= PRELOAD_BUDGET
+    if preload:
+        for name, ds in (("training", train_ds), ("validation", val_ds)):
+            emit(TrainEvent("phase", message=f"decoding {len(ds)} {name} images"))
+            ds.preload()
+    return train_ds, val_ds
+
+
+def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> float:
+    """Temperature-scale the classifier on validation pictures (folded into its weights); returns T.
+
+    Dividing the logits by one positive number keeps every verdict and every Grad-CAM map (up to
+    scale) as it was; only the probabilities change, to match how often the model is right.
+    """
+    logits, labels = [], []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(val_ds), batch_size):
+            batch = [val_ds[i] for i in range(start, min(start + batch_size, len(val_ds)))]
+            x = torch.stack([b[0] for b in batch])
+            y = torch.stack([b[1]["label"] for b in batch])
+            keep = y >= 0
+            if keep.any():
+                logits.append(model(x)[keep])
+                labels.append(y[keep])
+    if not logits:
+        return 1.0
+    z, y = torch.cat(logits).float(), torch.cat(labels)
+    log_t = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp().clamp(0.05, 20.0))
+    with torch.no_grad():
+        model.fc.weight /= t
+        model.fc.bias /= t
+    return t
+
+
+def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
+              workers: int = 0) -> dict[str, float]:
+    """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
+    its threshold on the validation side views'; returns what was fitted (for the checkpoint)."""
+    from posture.fit import extract_features
+
+    def side_views(ds: ImageDataset) -> ImageDataset:
+        plain = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
+        plain.augment = None
+        return plain
+
+    fit_on, held = side_views(train_ds), side_views(val_ds)
+    features = extract_features(model, fit_on, batch_size, workers=workers)
+    held_back = extract_features(model, held, batch_size, workers=workers)
+    model.add_heads(["gate"])
+    gate = model.heads["gate"]
+    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back)
+    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held)}
+
+
 def train(
     data: str | Path | DatasetScan,
     config: TrainConfig,
     out: str | Path | None = None,
-    progress: Callable[[TrainEvent], None] | None = None,
+    progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     misclassified_dir: str | Path | None = None,
 ) -> TrainResult:
@@ -134,26 +258,32 @@ def train(
     (their report rows name them under "overlay").
     """
     cfg = config.resolved()
-    emit = progress or (lambda event: None)
+    emit: ProgressFn = progress or (lambda event: None)
     scan = data if isinstance(data, DatasetScan) else scan_dataset(data, UploadLimits.local())
-    train_items, val_items = _split(scan, cfg)
-    if not train_items or not val_items:
+    train_items, val_items = dataset_items(scan, cfg)
+    if not any(it.side_view for it in train_items) or not any(it.side_view for it in val_items):
         raise DatasetError("need at least one training and one validation image per class")
     names = list(scan.class_names)
+    heads = _heads_for(train_items)
     with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)  # the head's (and a scratch model's) initial weights
-        model = _initial_model(cfg, names)
+        torch.manual_seed(cfg.seed)  # the heads' (and a scratch model's) initial weights
+        model = _initial_model(cfg, names, heads)
     freeze_backbone(model, bool(cfg.freeze))
-    weights = _class_weights([c for _, c in train_items], len(names))
+    for name in model.head_names:
+        if name not in heads:  # kept from the checkpoint, nothing here to learn it from
+            model.heads[name].requires_grad_(False)
+    weights = _class_weights([it.label for it in train_items if it.side_view], len(names))
     params = [p for p in model.parameters() if p.requires_grad]
     loop = EpochLoop(cfg, len(train_items), params, progress, cancel)
+    train_ds, val_ds = _datasets(cfg, train_items, val_items, emit)
     emit(TrainEvent("phase", epochs=cfg.epochs, message=f"training {cfg.arch} on {len(train_items)} images, "
                     f"validating on {len(val_items)}"))
     try:
         if cfg.freeze and cfg.cache_features:
-            fit_head(model, cfg, train_items, val_items, weights, loop, emit)
+            fit_head(model, cfg, train_ds, val_ds, weights, loop, emit)
         else:
-            fit_full(model, cfg, train_items, val_items, weights, loop)
+            bf16 = not cfg.freeze and (cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported()))
+            fit_full(model, cfg, train_ds, val_ds, weights, loop, bf16)
         cancelled = False
     except TrainingCancelled:
         cancelled = True
@@ -162,11 +292,19 @@ def train(
         return TrainResult(model=None, info=None, history=history, cancelled=cancelled)
     model.load_state_dict(loop.best)
     freeze_backbone(model, False)
-    info = ModelInfo(arch=cfg.arch, class_names=names, input_size=int(cfg.img_size), init=cfg.init,
-                     train_config=asdict(cfg), history=history, storage_dtype=cfg.storage_dtype)
+    info = ModelInfo(arch=cfg.arch, class_names=names, input_size=int(cfg.img_size), init=str(cfg.init),
+                     train_config=asdict(cfg), history=history, storage_dtype=cfg.storage_dtype,
+                     heads=model.head_names, cam_layer=cfg.cam_layer or "")
     if cancelled:
         emit(TrainEvent("done", epochs=cfg.epochs, message="cancelled; kept the best finished epoch"))
         return TrainResult(model.eval(), info, history, cancelled=True)
+    if cfg.calibrate:
+        emit(TrainEvent("phase", epochs=cfg.epochs, message="calibrating probabilities on the validation set"))
+        info.train_config["temperature"] = calibrate_(model, val_ds, cfg.batch_size)
+    if cfg.gate and "side_view" in model.heads:
+        emit(TrainEvent("phase", epochs=cfg.epochs, message="fitting the side-view flag's familiarity gate"))
+        info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers)
+        info.heads = model.head_names
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names,
                             misclassified_dir=Path(misclassified_dir) if misclassified_dir else None)

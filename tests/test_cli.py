@@ -120,3 +120,29 @@ def test_models_prints_the_shared_metric_line(checkpoint_dir, tmp_path):
     r = run_cli("models", path, env={"POSTURE_CHECKPOINTS": str(checkpoint_dir)})
     assert r.returncode == 0, r.stderr
     assert "val (n=8): accuracy 0.875" in next(line for line in r.stdout.splitlines() if line.startswith("scored"))
+
+
+@pytest.mark.slow
+def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
+    from posture.synth import SynthConfig, generate_dataset
+
+    config = SynthConfig(size_range=(64, 80), styles=("flat", "lineart"), negatives=0.2)
+    generate_dataset(tmp_path / "train", 40, seed=1, config=config, workers=1)
+    generate_dataset(tmp_path / "test", 20, seed=2, config=config, workers=1)
+    r = run_cli("heldout", "--data", tmp_path / "train", "--test", tmp_path / "test", "--arch", "resnet14",
+                "--init", "scratch", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                "--groups", "each", "--out", tmp_path / "runs", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "| held-out styles |" in r.stdout and "| flat |" in r.stdout and "| lineart |" in r.stdout
+    matrix = json.loads((tmp_path / "runs" / "matrix.json").read_text())
+    for style, entry in matrix["styles"].items():
+        assert entry["held_out"]["n"] > 0 and entry["in_style"]["n"] > 0
+        assert (tmp_path / "runs" / f"without-{style}.safetensors").is_file()
+    from posture.checkpoints import read_info
+
+    assert read_info(tmp_path / "runs" / "without-flat.safetensors").train_config["exclude_styles"] == ["flat"]
+
+
+def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):
+    r = run_cli("train", "--data", tmp_path, "--out", tmp_path / "m.safetensors", "--exclude-style", "oil")
+    assert r.returncode == 2 and "unknown style" in r.stderr and "Traceback" not in r.stderr

@@ -206,6 +206,28 @@ def test_train_and_val_folders_are_used(tmp_path):
     assert [path for path, _ in scan.skipped] == ["test/"]
 
 
+@pytest.mark.parametrize("name", ["no_side_view", "No_Side_View"])
+def test_a_no_side_view_folder_is_not_a_class(tmp_path, name):
+    make_tree(tmp_path, {"normal": 2, "turtle_neck": 3, name: 4, f"{name}/empty_rooms": 1})
+    scan = scan_dataset(tmp_path)
+    assert scan.class_names == ["normal", "turtle_neck"] and len(scan.negatives) == 5
+    assert scan.counts() == {"normal": 2, "turtle_neck": 3}
+
+
+def test_no_side_view_folders_in_train_and_val(tmp_path):
+    make_tree(tmp_path, {"train/normal": 2, "train/turtle_neck": 2, "train/no_side_view": 3,
+                         "val/normal": 1, "val/turtle_neck": 1, "val/no_side_view": 2})
+    scan = scan_dataset(tmp_path)
+    assert scan.class_names == ["normal", "turtle_neck"]
+    assert len(scan.negatives) == 3 and len(scan.val_negatives) == 2
+
+
+def test_a_no_side_view_folder_alone_is_not_a_dataset(tmp_path):
+    make_tree(tmp_path, {"normal": 3, "no_side_view": 3})
+    with pytest.raises(DatasetError, match="at least 2 classes"):
+        scan_dataset(tmp_path)
+
+
 def test_train_and_val_must_agree_on_classes(tmp_path):
     make_tree(tmp_path, {"train/normal": 2, "train/turtle_neck": 2, "val/normal": 1, "val/slouch": 1})
     with pytest.raises(DatasetError, match="same class folders"):

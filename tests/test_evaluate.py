@@ -1,4 +1,5 @@
-"""Evaluation on a labelled folder: report files, Grad-CAM box scores, recording metrics."""
+"""Evaluation on a labelled folder: report files, per-style figures, angle error, the side-view flag,
+Grad-CAM box scores, recording metrics."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from posture.checkpoints import read_info, record_metrics
-from posture.evaluate import evaluate_folder
+from posture.checkpoints import ModelInfo, read_info, record_metrics, save_checkpoint
+from posture.evaluate import evaluate_folder, summarise
+from posture.models import build_model
 from posture.predict import Predictor
 from posture.synth import SynthConfig, generate_dataset
 
@@ -18,22 +22,54 @@ from posture.synth import SynthConfig, generate_dataset
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "set"
-    generate_dataset(root, 8, seed=3, config=SynthConfig(size_range=(96, 128)), workers=1)
+    generate_dataset(root, 20, seed=3, config=SynthConfig(size_range=(96, 128), negatives=0.2), workers=1)
     return root
 
 
-def test_report_on_a_synthetic_folder(checkpoint_dir, synth_set, tmp_path):
-    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors")
+@pytest.fixture(scope="module")
+def headed(tmp_path_factory) -> Path:
+    """A (random) resnet14 with both auxiliary heads."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("headed") / "m.safetensors"
+    info = ModelInfo("resnet14", ["normal", "turtle_neck"], 64, heads=["cva", "side_view"])
+    return save_checkpoint(path, build_model("resnet14", heads=info.heads), info)
+
+
+def test_report_on_a_synthetic_folder(headed, synth_set, tmp_path):
+    predictor = Predictor.from_checkpoint(headed)
     report = evaluate_folder(predictor, synth_set, report_dir=tmp_path / "report")
     m = report.metrics
-    assert m["n"] == 8 and sum(map(sum, m["confusion"])) == 8
+    assert m["n_images"] == 20 and m["n"] == 16 and sum(map(sum, m["confusion"])) == 16  # classes: side views only
     assert 0.0 <= m["cam_mass_in_box"] <= 1.0 and 0.0 <= m["pointing_game"] <= 1.0
-    assert all("cam_mass_in_box" in row for row in report.rows)
+    assert all("cam_mass_in_box" in row for row in report.rows if row["label"])
+    side_rows = [r for r in report.rows if r["label"]]
+    assert m["cva_mae"] == pytest.approx(np.mean([abs(r["cva_pred"] - r["cva_true"]) for r in side_rows]), abs=1e-3)
+    flag = m["side_view"]
+    assert flag["n_side_views"] == 16 and flag["n_without"] == 4
+    assert sum(flag["without_flagged_by_kind"].values()) >= 0 and set(flag["without_flagged_by_kind"]) <= {
+        r["view"] for r in report.rows if not r["label"]}
+    assert set(m["by_style"]) == {r["style"] for r in report.rows if r["style"]}
+    assert sum(s.get("n", 0) for s in m["by_style"].values()) == 16
     files = {p.name for p in (tmp_path / "report").iterdir()}  # the tiny checkpoint has no history
     assert {"metrics.json", "predictions.csv", "confusion.png"} <= files
     wrong = len(report.misclassified)
-    assert len(list((tmp_path / "report" / "misclassified").glob("*.png"))) == wrong if wrong else True
+    assert wrong == sum(r["label"] != r["predicted"] for r in side_rows)
+    assert len(list((tmp_path / "report" / "misclassified").glob("*.png"))) == wrong
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+
+
+def test_summary_of_the_side_view_flag_counts_each_way():
+    names = ["normal", "turtle_neck"]
+    rows = [
+        {"label": "normal", "p_normal": 0.9, "p_turtle_neck": 0.1, "side_view_prob": 0.9, "view": "side"},
+        {"label": "turtle_neck", "p_normal": 0.2, "p_turtle_neck": 0.8, "side_view_prob": 0.3, "view": "side"},
+        {"label": "", "p_normal": 0.5, "p_turtle_neck": 0.5, "side_view_prob": 0.1, "view": "frontal"},
+        {"label": "", "p_normal": 0.5, "p_turtle_neck": 0.5, "side_view_prob": 0.7, "view": "empty"},
+    ]
+    m = summarise(rows, names)
+    assert m["accuracy"] == 1.0 and m["n"] == 2
+    assert m["side_view"]["side_views_flagged"] == 0.5 and m["side_view"]["without_flagged"] == 0.5
+    assert m["side_view"]["without_flagged_by_kind"] == {"empty": 0.0, "frontal": 1.0}
 
 
 def test_record_metrics_keeps_the_model_and_adds_the_numbers(checkpoint_dir, tmp_path):
@@ -55,8 +91,21 @@ def test_evaluate_cli_json_and_record(checkpoint_dir, synth_set, tmp_path):
                         str(synth_set), "--json", "--record-as", "test"], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["n"] == 8
-    assert read_info(path).metrics["test"]["n"] == 8
+    assert json.loads(r.stdout)["n"] == 16
+    assert read_info(path).metrics["test"]["n"] == 16
+
+
+def test_choose_layer_measures_every_layer_and_records_the_best(headed, synth_set, tmp_path):
+    from posture.evaluate import choose_cam_layer
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(headed.read_bytes())
+    best, scores = choose_cam_layer(path, synth_set)
+    assert set(scores) == {"layer1", "layer2", "layer3"}
+    assert best == max(scores, key=lambda k: scores[k]["cam_mass_in_box"] + scores[k]["pointing_game"])
+    info = read_info(path)
+    assert info.cam_layer == best and info.metrics["cam_layers"]["chosen"] == best
+    assert Predictor.from_checkpoint(path).predict(next(synth_set.glob("normal/*.jpg"))).layer == best
 
 
 def test_misclassified_rows_name_their_overlay(checkpoint_dir, synth_set, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,96 @@ def test_an_image_unreadable_mid_run_is_a_clear_error_from_a_loader_worker(colou
     with pytest.raises(ImageError) as err:
         train(scan, _tiny(epochs=1, workers=1))
     assert "Traceback" not in str(err.value) and "not an image" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def synth_set(tmp_path_factory) -> Path:
+    """A tiny synthetic set in the synth layout: labels.csv with angles, styles, and no_side_view/."""
+    from posture.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "set"
+    generate_dataset(root, 40, seed=5, config=SynthConfig(size_range=(64, 80), negatives=0.2), workers=1)
+    return root
+
+
+def test_angles_and_a_no_side_view_folder_train_the_extra_heads(synth_set, tmp_path):
+    from posture.predict import Predictor
+
+    result = train(synth_set, _tiny(epochs=1), out=tmp_path / "m.safetensors")
+    info = read_info(tmp_path / "m.safetensors")
+    assert info.heads == ["cva", "side_view", "gate"]
+    assert info.train_config["gate"]["n_fit"] == sum(it.side_view for it in _train_items(synth_set))
+    row = result.history[0]
+    assert row["val_cva_mae"] > 0 and 0.0 <= row["val_side_acc"] <= 1.0
+    val = info.metrics["val"]
+    assert val["side_view"]["n_without"] > 0 and val["cva_n"] == val["n"]  # every side view had an angle
+    pred = Predictor.from_checkpoint(tmp_path / "m.safetensors").predict(next(synth_set.glob("normal/*.jpg")))
+    assert pred.cva_deg is not None and pred.side_view in (True, False)
+
+
+def _train_items(root: Path) -> list:
+    from posture.data import UploadLimits, scan_dataset
+    from posture.train import dataset_items
+
+    return dataset_items(scan_dataset(root, UploadLimits.local()), _tiny().resolved())[0]
+
+
+def test_folders_without_angles_or_negatives_give_a_model_without_them(colours, tmp_path):
+    from posture.predict import Predictor
+
+    train(colours, _tiny(epochs=1), out=tmp_path / "m.safetensors")
+    assert read_info(tmp_path / "m.safetensors").heads == []
+    pred = Predictor.from_checkpoint(tmp_path / "m.safetensors").predict(next(colours.glob("normal/*.png")))
+    assert pred.cva_deg is None and pred.side_view is None
+
+
+def test_excluded_styles_are_left_out_of_both_splits(synth_set):
+    from posture.data import UploadLimits, scan_dataset
+    from posture.train import dataset_items
+
+    scan = scan_dataset(synth_set, UploadLimits.local())
+    cfg = _tiny().resolved()
+    train_items, val_items = dataset_items(scan, cfg)
+    styles = {it.style for it in train_items + val_items if it.style}
+    assert len(styles) >= 3
+    left_out = sorted(styles)[:2]
+    kept_train, kept_val = dataset_items(scan, replace(cfg, exclude_styles=tuple(left_out)))
+    assert not {it.style for it in kept_train + kept_val} & set(left_out)
+    assert len(kept_train) + len(kept_val) == sum(it.style not in left_out for it in train_items + val_items)
+
+
+def test_calibration_changes_probabilities_not_verdicts(colours):
+    from posture.imagedata import ImageDataset
+    from posture.models import build_model
+    from posture.train import calibrate_
+
+    torch.manual_seed(0)
+    model = build_model("resnet14").eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(50.0)  # wildly over-confident
+    ds = ImageDataset([(p, 0) for p in sorted(colours.glob("normal/*.png"))] +
+                      [(p, 1) for p in sorted(colours.glob("turtle_neck/*.png"))], 32)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    with torch.no_grad():
+        before = model(x)
+    t = calibrate_(model, ds, batch_size=8)
+    with torch.no_grad():
+        after = model(x)
+    assert t > 1.0  # softened
+    assert torch.equal(before.argmax(1), after.argmax(1))
+    torch.testing.assert_close(after, before / t, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_retraining_keeps_heads_only_where_their_features_stay(synth_set, colours, tmp_path, freeze):
+    """A frozen backbone keeps the checkpoint's heads the new data cannot teach; a trained one drops them."""
+    train(synth_set, _tiny(epochs=1), out=tmp_path / "a.safetensors")
+    before, _ = load_checkpoint(tmp_path / "a.safetensors")
+    result = train(colours, _tiny(epochs=1, init=str(tmp_path / "a.safetensors"), freeze=freeze, img_size=None))
+    if freeze:
+        assert result.info.heads == ["cva", "side_view", "gate"]  # the gate fitted anew on these side views
+        for a, b in zip(before.heads.parameters(), result.model.heads.parameters()):
+            assert torch.equal(a, b)  # kept as they were: nothing here teaches them
+        assert not torch.equal(before.heads["gate"].means, result.model.heads["gate"].means)
+    else:
+        assert result.info.heads == []

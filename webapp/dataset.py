@@ -34,7 +34,9 @@ EXPECTED_LAYOUT = """my_dataset/       the folder or zip
   normal/         a folder per class,
     img001.jpg    named after it
   turtle_neck/
-    img101.jpg"""
+    img101.jpg
+  no_side_view/   optional: pictures
+    img201.jpg    with no side view"""
 _RESERVED = {"train", "val"}
 
 
@@ -63,6 +65,9 @@ def summary(scan: DatasetScan, sources: str) -> tuple:
     lines = [f"Found **{len(counts)} classes**, **{sum(counts.values())} images** in {sources}"
              + (" (with train/val split folders)." if scan.has_splits else ".")]
     lines += [f"- `{name}`: {n} images" for name, n in counts.items()]
+    negatives = len(scan.negatives) + len(scan.val_negatives)
+    if negatives:
+        lines.append(f"- `no_side_view`: {negatives} pictures without a side view (they teach the side-view flag)")
     if scan.skipped:
         many = len(scan.skipped) > 1
         lines.append(f"\n{len(scan.skipped)} file{'s' if many else ''} skipped: see the list below.")

@@ -289,8 +289,9 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
                     if time.monotonic() - last < 1.0:
                         continue
                 if event.kind == "epoch":
-                    history.append({"epoch": event.epoch, "train_loss": event.loss, "train_acc": event.acc,
-                                    "val_loss": event.val_loss, "val_acc": event.val_acc})
+                    history.append(event.metrics or {"epoch": event.epoch, "train_loss": event.loss,
+                                                     "train_acc": event.acc, "val_loss": event.val_loss,
+                                                     "val_acc": event.val_acc})
                     yield update(status_line(event), curves_svg(history))
                 else:
                     yield update(status_line(event))

@@ -6,7 +6,8 @@ import argparse
 
 from tqdm import tqdm
 
-from posture.synth.config import SynthConfig
+from posture.errors import UsageError
+from posture.synth.config import STYLES, SynthConfig
 from posture.synth.dataset import generate_dataset
 
 
@@ -24,9 +25,25 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--max-size", type=int, default=d.size_range[1], help="largest longer side in pixels")
     parser.add_argument("--nuisance", type=float, default=d.nuisance, help="clutter/lighting/noise strength 0..1")
     parser.add_argument("--max-roll", type=float, default=d.max_roll_deg, help="camera roll range in degrees")
+    parser.add_argument("--style", default="all", metavar="NAME[,NAME...]|all",
+                        help=f"rendering styles to draw from: {', '.join(STYLES)}, or all (default)")
+    parser.add_argument("--negatives", type=float, default=d.negatives,
+                        help="share of pictures without a side view (frontal views, empty rooms, ...), "
+                             "written to no_side_view/")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def parse_styles(text: str) -> tuple[str, ...]:
+    """'all' or a comma-separated list of style names -> the styles (unknown names are refused)."""
+    if text.strip().lower() == "all":
+        return STYLES
+    styles = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in styles if s not in STYLES]
+    if not styles or unknown:
+        raise UsageError(f"unknown style {', '.join(unknown) or repr(text)}; choose from {', '.join(STYLES)} or all")
+    return styles
 
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
@@ -39,6 +56,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         size_range=(args.min_size, args.max_size),
         nuisance=args.nuisance,
         max_roll_deg=args.max_roll,
+        styles=parse_styles(args.style),
+        negatives=args.negatives,
     )
 
 

@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+STYLES = ("flat", "lineart", "shaded", "silhouette", "photo", "webcam", "lowres")
+NEGATIVE_KINDS = ("frontal", "back", "empty", "blank", "noise", "texture", "landscape", "objects", "strip", "tiny")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Everything that shapes the synthetic data; only `threshold` and the CVA ranges touch the label."""
@@ -22,9 +26,13 @@ class SynthConfig:
     max_roll_deg: float = 4.0  # camera roll is uniform in +-this; keep <= margin so the image angle keeps its side
     max_head_tilt_deg: float = 12.0  # head rotation about the tragus (does not change the CVA)
     torso_lean_deg: tuple[float, float] = (-6.0, 14.0)  # forward lean of the torso about C7
-    box_fraction: tuple[float, float] = (0.27, 0.42)  # sqrt(head-box area) / shorter image side
+    box_fraction: tuple[float, float] = (0.2, 0.45)  # sqrt(head-box area) / shorter image side
     sitting_prob: float = 0.6
     supersample: int = 2  # draw at this factor, then downscale for anti-aliasing
+    styles: tuple[str, ...] = STYLES  # rendering styles drawn from, uniformly (see posture.synth.styles)
+    negatives: float = 0.0  # share of pictures without a side view of a person (frontal views, empty rooms, ...)
+    body_scale: tuple[float, float] = (0.85, 1.2)  # torso size relative to the head
+    max_pitch_deg: float = 15.0  # camera pitch is uniform in +-this (slight vertical foreshortening)
 
     def __post_init__(self) -> None:
         lo_t, hi_t = self.turtle_range
@@ -46,6 +54,13 @@ class SynthConfig:
             raise ValueError(f"box_fraction {self.box_fraction} must be increasing within 0.1..0.45")
         if self.supersample not in (1, 2, 3, 4):
             raise ValueError(f"supersample {self.supersample} must be 1, 2, 3 or 4")
+        unknown = sorted(set(self.styles) - set(STYLES))
+        if not self.styles or unknown:
+            raise ValueError(f"styles {list(self.styles)}: choose one or more of {', '.join(STYLES)}")
+        if not 0.0 <= self.negatives < 1.0:
+            raise ValueError(f"negatives {self.negatives} must lie in [0, 1)")
+        if not 0.0 <= self.max_pitch_deg <= 25.0:
+            raise ValueError(f"max_pitch_deg {self.max_pitch_deg} must lie in [0, 25]")
 
     @classmethod
     def from_margin(
@@ -66,7 +81,9 @@ class SampleInfo:
 
     `cva_deg` is the body's true CVA (against the true horizontal) and the label follows it.
     The camera roll turns the picture, so the angle measured from `c7`/`tragus` in the image
-    is `image_cva_deg` = cva_deg + roll_deg (facing right) or cva_deg - roll_deg (facing left).
+    is `image_cva_deg` = cva_deg + roll_deg (facing right) or cva_deg - roll_deg (facing left),
+    give or take the camera pitch's foreshortening (under 1 degree). Pictures without a side
+    view (`view` != "side") have no label, angle, points or box: those fields stay empty.
     """
 
     cva_deg: float
@@ -89,6 +106,14 @@ class SampleInfo:
     props: str = ""  # "+"-joined list, e.g. "chair+desk+monitor"
     jpeg_quality: int = 90
     index: int = -1  # position in the seeded stream, -1 when rendered directly
+    style: str = "flat"
+    view: str = "side"  # "side", or what a picture without a side view shows (NEGATIVE_KINDS)
+    pitch_deg: float = 0.0  # camera pitch (foreshortens the picture vertically by its cosine)
+
+    @property
+    def side_view(self) -> bool:
+        """Whether the picture holds a side view of a person (the only kind with a CVA)."""
+        return self.view == "side"
 
     def as_dict(self) -> dict:
         """Return the fields as a plain dict (for CSV rows and JSON)."""

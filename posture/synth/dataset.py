@@ -1,8 +1,11 @@
 """Seeded streams of samples and writing a labelled data set (class folders + labels.csv) in parallel.
 
-Sample `index` of seed `seed` is drawn from its own generator, SeedSequence([seed, index]), and its
-class alternates with the index (even: normal, odd: turtle_neck), so every picture depends only on
-(seed, index, config): not on the worker count, the start position or the order of work.
+Sample `index` of seed `seed` is drawn from its own generator, SeedSequence([seed, index]), so every
+picture depends only on (seed, index, config): not on the worker count, the start position or the
+order of work. What a sample shows follows its index: in every run of 20 indices the last
+`2 * round(10 * config.negatives)` are pictures without a side view (written to `no_side_view/`),
+and the others alternate between the classes (even: normal, odd: turtle_neck), so any run of 20
+is balanced.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from posture.limits import NO_SIDE_VIEW  # the folder of pictures without a side view of a person
 from posture.synth.camera import decode_jpeg, encode_jpeg
 from posture.synth.config import SampleInfo, SynthConfig, sample_cva
+from posture.synth.negatives import render_negative
 from posture.synth.render import render_sample
 
 CSV_COLUMNS = (
     "file", "label", "cva_deg", "facing", "box_x0", "box_y0", "box_x1", "box_y1", "width", "height",
     "c7_x", "c7_y", "tragus_x", "tragus_y", "image_cva_deg", "roll_deg", "head_tilt_deg", "torso_lean_deg",
-    "pose", "arms", "scene", "props", "jpeg_quality", "index",
+    "pose", "arms", "scene", "props", "jpeg_quality", "index", "style", "view", "side_view", "pitch_deg",
 )  # fmt: skip
+_CYCLE = 20
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -35,16 +41,22 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
 
 
-def label_for_index(index: int, config: SynthConfig) -> str:
-    """Return the class of sample `index`: classes alternate, so any even-length run is balanced."""
-    return config.class_names[index % 2]
+def label_for_index(index: int, config: SynthConfig) -> str | None:
+    """Return the class of sample `index`, or None for a picture without a side view."""
+    position = index % _CYCLE
+    if position >= _CYCLE - 2 * round(_CYCLE / 2 * config.negatives):
+        return None
+    return config.class_names[position % 2]
 
 
 def render_indexed(seed: int, index: int, config: SynthConfig = SynthConfig()) -> tuple[bytes, SampleInfo]:
     """Render sample `index` of the stream of `seed` and return its JPEG bytes and record."""
     rng = sample_rng(seed, index)
-    cva = sample_cva(rng, label_for_index(index, config), config)
-    image, info = render_sample(rng, cva, config)
+    label = label_for_index(index, config)
+    if label is None:
+        image, info = render_negative(rng, None, config)
+    else:
+        image, info = render_sample(rng, sample_cva(rng, label, config), config)
     info.index = index
     return encode_jpeg(image, info.jpeg_quality), info
 
@@ -67,11 +79,17 @@ def iter_samples(
 
 def relative_path(info: SampleInfo) -> str:
     """Return the file name of a sample inside a data set folder, e.g. 'normal/000012.jpg'."""
-    return f"{info.label}/{info.index:06d}.jpg"
+    return f"{info.label if info.side_view else NO_SIDE_VIEW}/{info.index:06d}.jpg"
+
+
+_SIDE_ONLY = ("label", "cva_deg", "facing", "box_x0", "box_y0", "box_x1", "box_y1", "c7_x", "c7_y", "tragus_x",
+              "tragus_y", "image_cva_deg", "roll_deg", "head_tilt_deg", "torso_lean_deg", "pose", "arms", "props",
+              "pitch_deg")  # fmt: skip
 
 
 def csv_row(info: SampleInfo) -> dict[str, str]:
-    """Return the labels.csv row of a sample with fixed number formatting."""
+    """Return the labels.csv row of a sample with fixed number formatting (side-view fields empty
+    for pictures without a side view)."""
     x0, y0, x1, y1 = info.head_box
     values = {
         "file": relative_path(info), "label": info.label, "cva_deg": f"{info.cva_deg:.3f}",
@@ -81,9 +99,13 @@ def csv_row(info: SampleInfo) -> dict[str, str]:
         "image_cva_deg": f"{info.image_cva_deg:.3f}", "roll_deg": f"{info.roll_deg:.3f}",
         "head_tilt_deg": f"{info.head_tilt_deg:.3f}", "torso_lean_deg": f"{info.torso_lean_deg:.3f}",
         "pose": info.pose, "arms": info.arms, "scene": info.scene, "props": info.props,
-        "jpeg_quality": info.jpeg_quality, "index": info.index,
+        "jpeg_quality": info.jpeg_quality, "index": info.index, "style": info.style, "view": info.view,
+        "side_view": int(info.side_view), "pitch_deg": f"{info.pitch_deg:.3f}",
     }  # fmt: skip
-    return {k: str(v) for k, v in values.items()}
+    row = {k: str(v) for k, v in values.items()}
+    if not info.side_view:
+        row.update(dict.fromkeys(_SIDE_ONLY, ""))
+    return row
 
 
 def _write_one(task: tuple[str, int, int, SynthConfig]) -> dict[str, str]:
@@ -115,7 +137,7 @@ def generate_dataset(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out_dir)
-    for name in config.class_names:
+    for name in (*config.class_names, *([NO_SIDE_VIEW] if config.negatives > 0 else [])):
         (out / name).mkdir(parents=True, exist_ok=True)
     tasks = [(str(out), seed, i, config) for i in range(n)]
     rows: list[dict[str, str]] = []

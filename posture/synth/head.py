@@ -11,8 +11,8 @@ import numpy as np
 
 from posture.synth.canvas import Color, Painter, ellipse_points, mix, rotate, shade
 
-HAIR_STYLES = ("short", "buzz", "bun", "ponytail", "bob", "curly", "bald", "receding")
-HAIR_WEIGHTS = np.array([0.26, 0.12, 0.1, 0.12, 0.14, 0.12, 0.06, 0.08])
+HAIR_STYLES = ("short", "buzz", "bun", "ponytail", "bob", "curly", "bald", "receding", "long")
+HAIR_WEIGHTS = np.array([0.22, 0.1, 0.08, 0.1, 0.12, 0.1, 0.05, 0.07, 0.16])
 HAIR_COLORS: tuple[Color, ...] = (
     (20, 17, 15), (45, 30, 22), (75, 50, 32), (110, 75, 45), (170, 130, 80),
     (205, 170, 110), (130, 55, 30), (150, 145, 140), (215, 210, 205),
@@ -48,6 +48,10 @@ class HeadLook:
     beard: bool
     glasses: bool
     glasses_color: Color
+    headphones: bool = False
+    headphones_color: Color = (30, 30, 34)
+    nose: float = 1.0  # profile depth of the face in front of the ear (face shapes differ)
+    hair_length: float = 1.0  # how far long hair falls below the nape (head heights)
 
 
 def sample_head_look(rng: np.random.Generator, skin: Color) -> HeadLook:
@@ -55,6 +59,7 @@ def sample_head_look(rng: np.random.Generator, skin: Color) -> HeadLook:
     hair = HAIR_COLORS[rng.integers(len(HAIR_COLORS))]
     hair = tuple(int(np.clip(c + rng.normal(0, 8), 0, 255)) for c in hair)
     glasses_color = ((20, 20, 20), (90, 60, 30), (150, 150, 160), (120, 20, 30))[rng.integers(4)]
+    phones = ((30, 30, 34), (230, 230, 235), (170, 40, 40), (40, 70, 150))[rng.integers(4)]
     return HeadLook(
         skin=skin,
         hair_style=HAIR_STYLES[rng.choice(len(HAIR_STYLES), p=HAIR_WEIGHTS)],
@@ -62,6 +67,10 @@ def sample_head_look(rng: np.random.Generator, skin: Color) -> HeadLook:
         beard=bool(rng.random() < 0.18),
         glasses=bool(rng.random() < 0.25),
         glasses_color=glasses_color,
+        headphones=bool(rng.random() < 0.15),
+        headphones_color=phones,
+        nose=float(rng.uniform(0.85, 1.12)),
+        hair_length=float(rng.uniform(0.35, 0.9)),
     )
 
 
@@ -87,6 +96,10 @@ def hair_shapes(look: HeadLook) -> list[np.ndarray]:
         shapes.append(np.array([(-0.38, -0.25), (-0.58, -0.15), (-0.62, 0.10), (-0.52, 0.22), (-0.43, 0.02)]))
     elif style == "bob":
         shapes.append(np.array([(-0.44, -0.15), (-0.47, 0.18), (-0.40, 0.28), (-0.24, 0.26), (-0.17, 0.03)]))
+    elif style == "long":  # falls over the nape and the back of the neck
+        drop = look.hair_length
+        shapes.append(np.array([(-0.40, -0.30), (-0.50, 0.05), (-0.52, 0.30 + drop), (-0.30, 0.34 + drop),
+                                (-0.16, 0.20 + 0.6 * drop), (-0.12, 0.05), (-0.2, -0.2)]))
     elif style == "curly":
         t = np.radians(np.linspace(-60.0, -210.0, 9))
         for a in t:
@@ -95,11 +108,21 @@ def hair_shapes(look: HeadLook) -> list[np.ndarray]:
     return shapes
 
 
+def face_shape(look: HeadLook) -> np.ndarray:
+    """The face profile, deeper or flatter in front of the ear."""
+    return FACE * (look.nose, 1.0)
+
+
 def head_outline(look: HeadLook) -> np.ndarray:
-    """Return (N, 2) head-coordinate points whose hull covers the whole head including hair."""
-    parts = [ellipse_points(SKULL_CENTER, SKULL_RX, SKULL_RY, n=24), FACE, *hair_shapes(look)]
+    """Return (N, 2) head-coordinate points whose hull covers the head: skull, face, hair and beard.
+
+    Long hair falling down the back is left out: it hangs behind the neck, not around the head."""
+    hair = hair_shapes(look)
+    if look.hair_style == "long":
+        hair = hair[:1]
+    parts = [ellipse_points(SKULL_CENTER, SKULL_RX, SKULL_RY, n=24), face_shape(look), *hair]
     if look.beard:
-        parts.append(BEARD)
+        parts.append(BEARD * (look.nose, 1.0))
     return np.concatenate(parts)
 
 
@@ -118,18 +141,30 @@ def draw_head(painter: Painter, look: HeadLook, tragus: tuple[float, float], til
         painter.line(to_world(pts, tragus, tilt_deg), width, color)
 
     skin = look.skin
-    poly(ellipse_points(SKULL_CENTER, SKULL_RX, SKULL_RY, n=40), skin)
-    poly(FACE, skin)
-    poly(LIPS, mix(shade(skin, 0.85), (170, 70, 80), 0.35))
+    k = (look.nose, 1.0)  # face features move with the profile's depth
+    with painter.part():
+        poly(ellipse_points(SKULL_CENTER, SKULL_RX, SKULL_RY, n=40), skin)
+        poly(face_shape(look), skin)
+    poly(LIPS * k, mix(shade(skin, 0.85), (170, 70, 80), 0.35))
     if look.beard:
-        poly(BEARD, look.hair_color)
-    for shape in hair_shapes(look):
-        poly(shape, look.hair_color)
-    poly(ellipse_points(EAR_CENTER, EAR_RX, EAR_RY, n=20), shade(skin, 0.84))
+        poly(BEARD * k, look.hair_color)
+    hair = hair_shapes(look)
+    if look.hair_style == "long":
+        hair = hair[:1]  # the part falling behind the neck is drawn with the body, behind the neck
+    with painter.part():
+        for shape in hair:
+            poly(shape, look.hair_color)
+    with painter.part():
+        poly(ellipse_points(EAR_CENTER, EAR_RX, EAR_RY, n=20), shade(skin, 0.84))
     poly(ellipse_points((EAR_CENTER[0] - 0.005, EAR_CENTER[1]), 0.035, 0.07, n=14), shade(skin, 0.62))
-    poly(EYE, (35, 28, 25))
-    line(np.array([(0.33, -0.165), (0.40, -0.185), (0.46, -0.17)]), 0.032, shade(look.hair_color, 1.1))
-    poly(ellipse_points((0.525, 0.112), 0.025, 0.014, n=10), shade(skin, 0.6))
+    poly(EYE * k, (35, 28, 25))
+    line(np.array([(0.33, -0.165), (0.40, -0.185), (0.46, -0.17)]) * k, 0.032, shade(look.hair_color, 1.1))
+    poly(ellipse_points((0.525 * look.nose, 0.112), 0.025, 0.014, n=10), shade(skin, 0.6))
     if look.glasses:
-        line(np.array([(-0.03, -0.07), (0.38, -0.10)]), 0.02, look.glasses_color)
-        line(np.array([(0.455, -0.15), (0.47, -0.03)]), 0.035, look.glasses_color)
+        line(np.array([(-0.03, -0.07), (0.38 * look.nose, -0.10)]), 0.02, look.glasses_color)
+        line(np.array([(0.455 * look.nose, -0.15), (0.47 * look.nose, -0.03)]), 0.035, look.glasses_color)
+    if look.headphones:  # band over the crown, a cup over the ear (and the tragus)
+        line(np.array([(-0.085, -0.12), (-0.1, -0.36), (-0.08, -0.55), (-0.04, -0.61)]), 0.055,
+             look.headphones_color)
+        poly(ellipse_points((EAR_CENTER[0] - 0.01, EAR_CENTER[1] + 0.01), 0.12, 0.15, n=20), look.headphones_color)
+        poly(ellipse_points((EAR_CENTER[0] - 0.01, EAR_CENTER[1] + 0.01), 0.07, 0.1, n=16), shade(look.headphones_color, 1.3))

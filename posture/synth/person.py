@@ -13,9 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from posture.synth.canvas import Color, Painter, rotate, shade
+from posture.synth.canvas import Color, Painter, ellipse_points, rotate, shade
 from posture.synth.config import SynthConfig
-from posture.synth.head import OCCIPUT, UNDER_JAW, HeadLook, draw_head, head_outline, sample_head_look, to_world
+from posture.synth.head import (
+    OCCIPUT,
+    UNDER_JAW,
+    HeadLook,
+    draw_head,
+    hair_shapes,
+    head_outline,
+    sample_head_look,
+    to_world,
+)
 
 SKIN_TONES: tuple[Color, ...] = (
     (250, 220, 196), (238, 193, 165), (222, 170, 135), (198, 136, 98),
@@ -45,6 +54,13 @@ class Person:
     shirt_accent: Color
     pattern: str  # "plain" | "hstripes" | "vstripes" | "jacket"
     sleeve: str  # "long" | "short"
+    body_scale: float = 1.0  # torso size relative to the head: proportions differ between people
+    neck_width: float = 1.0  # thickness of the neck band
+    wear: str = "none"  # what covers part of the neck: "none" | "collar" | "turtleneck" | "hood" | "scarf"
+    wear_color: Color = (90, 90, 90)
+
+WEAR = ("none", "collar", "turtleneck", "hood", "scarf")
+WEAR_WEIGHTS = np.array([0.5, 0.16, 0.1, 0.12, 0.12])
 
 
 def _random_color(rng: np.random.Generator) -> Color:
@@ -58,17 +74,23 @@ def sample_person(rng: np.random.Generator, cva_deg: float, config: SynthConfig)
     skin = tuple(int(np.clip(c * rng.uniform(0.94, 1.06), 0, 255)) for c in skin)
     patterns = ("hstripes", "vstripes", "jacket")
     pattern = patterns[rng.integers(3)] if rng.random() < 0.5 * config.nuisance else "plain"
+    look = sample_head_look(rng, skin)  # type: ignore[arg-type]
+    wear = WEAR[rng.choice(len(WEAR), p=WEAR_WEIGHTS)] if rng.random() < config.nuisance else "none"
     return Person(
         cva_deg=cva_deg,
         neck_length=float(rng.uniform(0.82, 0.96)),
         tilt_deg=float(rng.uniform(-1.0, 1.0) * config.max_head_tilt_deg),
         lean_deg=float(rng.uniform(*config.torso_lean_deg)),
         depth=float(rng.uniform(0.85, 1.25)),
-        look=sample_head_look(rng, skin),  # type: ignore[arg-type]
+        look=look,
         shirt=_random_color(rng),
         shirt_accent=_random_color(rng),
         pattern=pattern,
         sleeve="long" if rng.random() < 0.5 else "short",
+        body_scale=float(rng.uniform(*config.body_scale)),
+        neck_width=float(rng.uniform(0.75, 1.3)),
+        wear=wear,
+        wear_color=_random_color(rng),
     )
 
 
@@ -79,8 +101,9 @@ def tragus_point(person: Person) -> tuple[float, float]:
 
 
 def _body(pts: np.ndarray | tuple[float, float], person: Person) -> np.ndarray:
-    """Scale torso-frame points by the body depth and turn them by the lean about C7."""
-    return rotate(np.asarray(pts, dtype=np.float64).reshape(-1, 2) * (person.depth, 1.0), -person.lean_deg)
+    """Scale torso-frame points by the body's size and depth and turn them by the lean about C7."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2) * (person.depth * person.body_scale, person.body_scale)
+    return rotate(pts, -person.lean_deg)
 
 
 def torso_polygon(person: Person) -> np.ndarray:
@@ -100,8 +123,42 @@ def neck_polygon(person: Person) -> np.ndarray:
     a = math.radians(person.cva_deg)
     across = np.array([math.sin(a), math.cos(a)])  # perpendicular to C7->tragus, toward the throat
     top = to_world(np.array([OCCIPUT, UNDER_JAW]), tragus, person.tilt_deg)
-    throat = across * 0.5 + (0.0, 0.15)
+    throat = across * 0.5 * person.neck_width + (0.0, 0.15)
     return np.array([(0.0, 0.0), top[0], top[1], throat, (0.2, 0.35)])
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    return a + (b - a) * t
+
+
+def _draw_wear(painter: Painter, person: Person, stage: str) -> None:
+    """Clothing over part of the neck: a hood behind the head ("behind"), or a collar, a
+    turtleneck or a scarf over the base of the neck ("over"); the neck stays partly visible."""
+    neck = neck_polygon(person)
+    c7, back_top, front_top, throat, chest = neck
+    color = person.wear_color
+    if stage == "behind" and person.wear == "hood":
+        tragus = np.asarray(tragus_point(person))
+        ring = to_world(ellipse_points((-0.05, -0.12), 0.58, 0.56, 120.0, 300.0, 18), tuple(tragus), person.tilt_deg)
+        painter.polygon(np.concatenate([ring, [(0.25, 0.1), (-0.35, 0.35), (-0.4, 0.05)]]), color)
+    if stage != "over":
+        return
+    if person.wear == "collar":
+        up = 0.18
+        painter.polygon(np.array([c7 + (-0.06, 0.04), _lerp(c7, back_top, up), _lerp(throat, front_top, up * 0.6),
+                                  throat + (0.06, 0.02), chest]), color)
+    elif person.wear == "turtleneck":
+        up = 0.55
+        painter.polygon(np.array([c7 + (-0.05, 0.05), _lerp(c7, back_top, up), _lerp(throat, front_top, up),
+                                  throat + (0.05, 0.0), chest]), person.shirt)
+    elif person.wear == "scarf":
+        lo, hi = 0.05, 0.4
+        band = np.array([_lerp(c7, back_top, lo) + (-0.06, 0.0), _lerp(c7, back_top, hi) + (-0.05, 0.0),
+                         _lerp(throat, front_top, hi) + (0.05, 0.0), _lerp(throat, front_top, lo) + (0.06, 0.02)])
+        with painter.part():
+            painter.polygon(band, color)
+            tail = throat + (0.05, 0.0)
+            painter.polygon(np.array([tail, tail + (0.1, 0.0), tail + (0.14, 0.7), tail + (-0.02, 0.72)]), color)
 
 
 def head_neck_points(person: Person) -> np.ndarray:
@@ -152,6 +209,11 @@ def _elbow(shoulder: np.ndarray, hand: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def draw_person(painter: Painter, person: Person, hand: tuple[float, float]) -> None:
     """Draw neck, torso (with clothing), head and the near arm reaching for `hand` (world coordinates)."""
     skin = person.look.skin
+    _draw_wear(painter, person, "behind")
+    if person.look.hair_style == "long":  # long hair falls behind the neck and shoulders
+        with painter.part():
+            for shape in hair_shapes(person.look)[1:]:
+                painter.polygon(to_world(shape, tragus_point(person), person.tilt_deg), person.look.hair_color)
     painter.polygon(neck_polygon(person), shade(skin, 0.86))  # neck sits a little in the jaw's shadow
     outline = torso_polygon(person)
     painter.polygon(outline, person.shirt)
@@ -159,6 +221,7 @@ def draw_person(painter: Painter, person: Person, hand: tuple[float, float]) -> 
         _draw_pattern(painter, person, outline)
     # collar rim along the neckline keeps C7 and the shirt edge crisp
     painter.line(outline[[-3, -2, -1, 0]], 0.045, shade(person.shirt, 0.8), round_ends=False)
+    _draw_wear(painter, person, "over")
     draw_head(painter, person.look, tragus_point(person), person.tilt_deg)
 
     shoulder = np.asarray(shoulder_point(person))

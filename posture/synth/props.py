@@ -14,7 +14,8 @@ import numpy as np
 
 from posture.synth.canvas import Color, Painter, rotate, shade
 from posture.synth.config import SynthConfig
-from posture.synth.person import Person, shoulder_point, torso_polygon
+from posture.synth.head import to_world
+from posture.synth.person import Person, shoulder_point, torso_polygon, tragus_point
 
 FURNITURE: tuple[Color, ...] = (
     (40, 40, 42), (70, 72, 78), (150, 110, 70), (190, 150, 105), (225, 225, 220), (35, 50, 90), (120, 30, 30),
@@ -27,7 +28,7 @@ class Setup:
     """Pose and props of one picture, all in world coordinates."""
 
     pose: str  # "sitting" | "standing"
-    arms: str  # "desk" | "lap" | "hanging" | "phone"
+    arms: str  # "desk" | "lap" | "hanging" | "phone" | "chin" (hand at the chin or cheek)
     hand: tuple[float, float]
     chair: Color | None
     chair_top: float
@@ -66,7 +67,11 @@ def sample_setup(rng: np.random.Generator, person: Person, config: SynthConfig) 
         u = rng.random()
         device = "monitor" if u < 0.45 else ("laptop" if u < 0.8 else "none")
     shoulder = np.asarray(shoulder_point(person))
-    if has_desk and rng.random() < 0.85:
+    if rng.random() < 0.12 * config.nuisance:  # resting the chin or cheek on a hand
+        arms = "chin"
+        spot = (rng.uniform(0.15, 0.4), rng.uniform(0.5, 0.62))  # under the jaw, head coordinates
+        hand = to_world(np.array([spot]), tragus_point(person), person.tilt_deg)[0]
+    elif has_desk and rng.random() < 0.85:
         arms = "desk"
         hand = (desk_x + rng.uniform(0.25, 0.8), desk_y - 0.09)
     elif rng.random() < 0.5:

@@ -1,4 +1,6 @@
-"""Backdrops behind the person: solid walls, gradients, blotchy textures and simple rooms with clutter.
+"""Backdrops behind the person: solid walls, gradients, blotchy textures, simple rooms with clutter,
+plain skies (for silhouettes), photographic-looking surfaces with out-of-focus lights, and rooms
+out of focus (webcam distance).
 
 Everything here is placed relative to the picture frame (never to the person), drawn before the
 person (so it cannot hide the neck or ear) and turned by the camera roll like the rest of the scene.
@@ -11,7 +13,10 @@ import colorsys
 import numpy as np
 from PIL import Image
 
-from posture.synth.canvas import Color, Frame, Painter, mix, shade
+from PIL import ImageFilter
+
+from posture.synth.canvas import Color, Frame, Painter, Parts, mix, shade
+from posture.synth.styles import fractal_noise
 
 BACKDROPS = ("solid", "gradient", "texture", "room")
 
@@ -88,6 +93,7 @@ def draw_backdrop(
     nuisance: float,
     keep_out: tuple[float, float, float] | None = None,
     avoid: Color | None = None,
+    parts: Parts | None = None,
 ) -> str:
     """Paint the whole canvas with a backdrop (plus clutter, scaled by `nuisance`); return its kind.
 
@@ -112,7 +118,7 @@ def draw_backdrop(
     else:
         image.paste(_resized_grid(rng, (w, h), 2, wall, 15.0), (0, 0))
     # room clutter lives in a frame centred on the canvas and turned by the camera roll
-    painter = Painter(image, Frame(1.0, 1, roll_deg, (w / 2.0, h / 2.0)))
+    painter = Painter(image, Frame(1.0, 1, roll_deg, (w / 2.0, h / 2.0)), parts)
     unit = min(w, h) * 0.35
     if kind == "room":
         if rng.random() < 0.5:  # corner where two walls meet
@@ -134,3 +140,59 @@ def draw_backdrop(
                 continue  # clutter right behind the face would blur the profile
         _draw_clutter_item(painter, rng, cx, cy, size, wall)
     return kind
+
+
+def _sky(image: Image.Image, rng: np.random.Generator) -> str:
+    """A light plain or graded sky, sometimes over a darker ground: what silhouettes stand against."""
+    w, h = image.size
+    top = tuple(int(v) for v in rng.uniform(150, 255, 3))
+    bottom = tuple(int(v) for v in rng.uniform(170, 255, 3))
+    grid = np.array([[top, top], [bottom, bottom]], dtype=np.uint8)
+    image.paste(Image.fromarray(grid, "RGB").resize((w, h), Image.Resampling.BILINEAR), (0, 0))
+    return "sky"
+
+
+def _photographic(image: Image.Image, rng: np.random.Generator, roll_deg: float, nuisance: float,
+                  keep_out: tuple[float, float, float] | None, avoid: Color | None, parts: Parts | None) -> str:
+    """A room or wall with surface texture and out-of-focus lights (bokeh), then a defocus blur."""
+    kind = draw_backdrop(image, rng, roll_deg, nuisance, keep_out, avoid, parts)
+    w, h = image.size
+    arr = np.asarray(image, dtype=np.float32)
+    grain = fractal_noise(rng, (w, h), octaves=5, base=int(rng.integers(3, 12)))
+    arr *= (1.0 + rng.uniform(0.08, 0.22) * grain)[:, :, None]
+    for _ in range(int(rng.poisson(6 * nuisance))):  # bokeh: soft discs of light
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.02, 0.08) * min(w, h)
+        x0, x1 = max(0, int(cx - r)), min(w, int(cx + r) + 1)
+        y0, y1 = max(0, int(cy - r)), min(h, int(cy + r) + 1)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        disc = np.clip(1.0 - np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / r, 0.0, 1.0) ** 0.5
+        light = rng.uniform(30, 90) * np.asarray(_random_vivid(rng), dtype=np.float32) / 255.0
+        arr[y0:y1, x0:x1] += disc[:, :, None] * light
+    out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    image.paste(out.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0) * min(w, h) / 300.0)), (0, 0))
+    return f"photo-{kind}"
+
+
+def paint_backdrop(
+    image: Image.Image,
+    rng: np.random.Generator,
+    kind: str,
+    roll_deg: float,
+    nuisance: float,
+    keep_out: tuple[float, float, float] | None = None,
+    avoid: Color | None = None,
+    parts: Parts | None = None,
+) -> str:
+    """Paint a style's backdrop (`Style.backdrop`) over the whole canvas; return what was drawn."""
+    if kind == "flat":
+        return draw_backdrop(image, rng, roll_deg, nuisance, keep_out, avoid, parts)
+    if kind == "plain":
+        return _sky(image, rng)
+    if kind == "photo":
+        return _photographic(image, rng, roll_deg, nuisance, keep_out, avoid, parts)
+    if kind == "blurred":  # a room at the far side of a desk, out of focus at webcam distance
+        drawn = draw_backdrop(image, rng, roll_deg, nuisance, None, avoid, parts)
+        radius = rng.uniform(2.0, 6.0) * min(image.size) / 300.0
+        image.paste(image.filter(ImageFilter.GaussianBlur(radius)), (0, 0))
+        return f"blurred-{drawn}"
+    raise ValueError(f"unknown backdrop {kind!r}")

@@ -1,0 +1,88 @@
+"""Training examples: targets, angle-preserving augmentation that moves the box with the picture,
+preloading, and placing a picture's box in its letterboxed square."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from posture.imagedata import Augment, ImageDataset, Item, annotate, augment_image, square_box
+from posture.labels import Annotation
+
+NAN = math.nan
+
+
+def _bright_box_picture(path: Path, size=(120, 80), box=(0.5, 0.25, 0.75, 0.75)) -> Path:
+    """A dark picture with one white rectangle where `box` (fractions) says."""
+    w, h = size
+    arr = np.zeros((h, w, 3), dtype=np.uint8)
+    arr[int(box[1] * h):int(box[3] * h), int(box[0] * w):int(box[2] * w)] = 255
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _white_extent(img: Image.Image) -> tuple[float, float, float, float]:
+    a = np.asarray(img.convert("L")) > 200
+    ys, xs = np.nonzero(a)
+    return xs.min() / a.shape[1], ys.min() / a.shape[0], (xs.max() + 1) / a.shape[1], (ys.max() + 1) / a.shape[0]
+
+
+def test_square_box_places_a_picture_box_in_the_letterboxed_square():
+    # a 2:1 landscape picture fills the square's width and the middle half of its height
+    assert square_box((0.0, 0.0, 1.0, 1.0), 200, 100) == pytest.approx((0.0, 0.25, 1.0, 0.75))
+    assert square_box((0.5, 0.5, 1.0, 1.0), 100, 200) == pytest.approx((0.5, 0.5, 0.75, 1.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augmentation_moves_the_box_with_the_picture(tmp_path, seed):
+    path = _bright_box_picture(tmp_path / "p.png")
+    item = Item(path, 0, 50.0, (0.5, 0.25, 0.75, 0.75), aspect=1.5)
+    ds = ImageDataset([item], 64, augment=Augment(brightness=0, contrast=0, saturation=0, hue=0, grey=0,
+                                                   flip=0.5, scale=0.15, translate=0.1), seed=seed)
+    square = ds.load_square(0)
+    box = square_box(item.box, 1.5, 1.0)
+    assert _white_extent(square) == pytest.approx(box, abs=2 / 64)
+    moved, moved_box = augment_image(square, ds.augment, np.random.default_rng([seed, 0, 0]), box)
+    assert _white_extent(moved) == pytest.approx(moved_box, abs=3 / 64)
+
+
+def test_targets_and_preloading(tmp_path):
+    a = _bright_box_picture(tmp_path / "a.png")
+    b = _bright_box_picture(tmp_path / "b.png", box=(0.1, 0.1, 0.3, 0.9))
+    items = [Item(a, 1, 41.5, (0.5, 0.25, 0.75, 0.75), 1.5, "flat", "side"), Item(b, -1, view="empty")]
+    ds = ImageDataset(items, 32)
+    x, t = ds[0]
+    assert x.shape == (3, 32, 32) and int(t["label"]) == 1 and float(t["cva_deg"]) == pytest.approx(41.5)
+    assert float(t["side_view"]) == 1.0 and torch.isfinite(t["box"]).all()
+    _, t = ds[1]
+    assert int(t["label"]) == -1 and float(t["side_view"]) == 0.0 and torch.isnan(t["cva_deg"])
+    assert torch.isnan(t["box"]).all()
+    streamed = [ds[i][0] for i in range(2)]
+    ds.preload()
+    assert ds.squares.shape == (2, 32, 32, 3)
+    for i in range(2):
+        torch.testing.assert_close(ds[i][0], streamed[i])
+    sub = ds.subset([1])
+    assert len(sub) == 1 and np.array_equal(sub.squares[0], ds.squares[1])
+
+
+def test_flipping_keeps_the_angle_target(tmp_path):
+    """The angle is measured toward the face, so a mirrored person has the same angle."""
+    path = _bright_box_picture(tmp_path / "p.png")
+    ds = ImageDataset([Item(path, 0, 33.0)], 32, augment=Augment(flip=1.0), seed=0)
+    assert float(ds[0][1]["cva_deg"]) == 33.0
+
+
+def test_annotate_uses_what_labels_csv_says(tmp_path):
+    p, q, r = tmp_path / "n/a.jpg", tmp_path / "t/b.jpg", tmp_path / "no_side_view/c.jpg"
+    notes = {p: Annotation(60.0, (0.1, 0.2, 0.3, 0.4), (200.0, 100.0), "photo", "side"),
+             r: Annotation(None, None, (50.0, 50.0), "", "frontal")}
+    a, b, c = annotate([(p, 0), (q, 1), (r, -1)], notes)
+    assert (a.cva_deg, a.box, a.aspect, a.style, a.view) == (60.0, (0.1, 0.2, 0.3, 0.4), 2.0, "photo", "side")
+    assert math.isnan(b.cva_deg) and b.view == "side" and math.isnan(b.box[0])
+    assert c.label == -1 and not c.side_view and c.view == "frontal" and math.isnan(c.cva_deg)
