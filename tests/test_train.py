@@ -192,7 +192,7 @@ def test_excluded_styles_are_left_out_of_both_splits(synth_set):
 def test_calibration_changes_probabilities_not_verdicts(colours):
     from posture.imagedata import ImageDataset
     from posture.models import build_model
-    from posture.train import calibrate_
+    from posture.calibrate import calibrate_
 
     torch.manual_seed(0)
     model = build_model("resnet14").eval()
