@@ -192,11 +192,14 @@ def train(
     out: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    finish_cancelled: bool = False,
 ) -> TrainResult:
     """Train on a class-per-folder dataset; write the best model to `out` when given.
 
     Cancelling (setting `cancel`) stops within a batch; then nothing is written and
     the result holds the best model of the finished epochs, if any, unevaluated.
+    With `finish_cancelled`, that best model is finished like a complete run instead
+    (calibrated, gated, evaluated and written) and `cancelled` stays True.
     """
     cfg = config.resolved()
     emit: ProgressFn = progress or (lambda event: None)
@@ -236,7 +239,7 @@ def train(
     info = ModelInfo(arch=cfg.arch, class_names=names, input_size=int(cfg.img_size), init=str(cfg.init),
                      train_config=asdict(cfg), history=history, storage_dtype=cfg.storage_dtype,
                      heads=model.head_names, cam_layer=cfg.cam_layer or "")
-    if cancelled:
+    if cancelled and not finish_cancelled:
         emit(TrainEvent("done", epochs=cfg.epochs, message="cancelled; kept the best finished epoch"))
         return TrainResult(model.eval(), info, history, cancelled=True)
     if cfg.calibrate:
@@ -251,4 +254,4 @@ def train(
     info.metrics = {"val": report.metrics, "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1}
     checkpoint = save_checkpoint(out, model.eval(), info) if out is not None else None
     emit(TrainEvent("done", epochs=cfg.epochs, val_acc=report.metrics["accuracy"], message="done"))
-    return TrainResult(model.eval(), info, history, checkpoint, report, cancelled=False)
+    return TrainResult(model.eval(), info, history, checkpoint, report, cancelled=cancelled)
