@@ -7,9 +7,7 @@
 `EpochLoop` owns the optimiser, the one-cycle schedule, progress events, cooperative
 cancel, early stopping on validation loss and the best epoch's weights.
 
-One loss serves every head: cross-entropy on pictures with a class, a smooth L1 on the
-angle where it is known, binary cross-entropy on "is this a side view" when the model has
-that head, and optionally a penalty on Grad-CAM mass outside the head-and-neck box.
+The loss every head shares is in `posture.losses`.
 """
 
 from __future__ import annotations
@@ -27,10 +25,10 @@ from torch.utils.data import DataLoader
 
 from posture.errors import PostureError, TrainingCancelled
 from posture.imagedata import Augment, ImageDataset, Item
-from posture.models import ModelOutput, PostureNet, cva_to_head
+from posture.losses import LossWeights, Targets, add_stats, epoch_row, multitask_loss
+from posture.models import ModelOutput, PostureNet
 
-__all__ = ["EpochLoop", "LossWeights", "ProgressFn", "TrainEvent", "extract_features", "fit_full", "fit_head",
-           "multitask_loss"]
+__all__ = ["EpochLoop", "LossWeights", "ProgressFn", "TrainEvent", "extract_features", "fit_full", "fit_head"]
 
 
 @dataclass
@@ -52,83 +50,6 @@ class TrainEvent:
 
 
 ProgressFn = Callable[[TrainEvent], None]
-Targets = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """How much each head's loss counts next to the classifier's."""
-
-    cva: float = 1.0
-    side_view: float = 0.5
-    cam: float = 0.0  # Grad-CAM mass outside the head-and-neck box, at the layer the model explains
-
-
-def multitask_loss(
-    out: ModelOutput,
-    targets: Targets,
-    class_weights: torch.Tensor,
-    weights: LossWeights,
-    cam: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted loss of one batch and its sums for metrics (counts, errors), each head where it applies.
-
-    `cam`: (B, h, w) non-negative class activation maps of the true class, when the box term is on.
-    """
-    label = targets["label"]
-    has_class = label >= 0
-    total = out.logits.new_zeros(())
-    stats: dict[str, float] = {"n": float(has_class.sum())}
-    if has_class.any():
-        logits = out.logits[has_class].float()
-        total = total + F.cross_entropy(logits, label[has_class], weight=class_weights)
-        stats["correct"] = float((logits.argmax(1) == label[has_class]).sum())
-    cva = targets["cva_deg"]
-    known = torch.isfinite(cva) & has_class
-    if out.cva_deg is not None and known.any():
-        pred = out.cva_deg[known].float()
-        total = total + weights.cva * F.smooth_l1_loss(cva_to_head(pred), cva_to_head(cva[known]), beta=0.1)
-        stats["cva_n"] = float(known.sum())
-        stats["cva_abs_err"] = float((pred.detach() - cva[known]).abs().sum())
-    if out.side_view_logit is not None:
-        side = targets["side_view"]
-        logit = out.side_view_logit.float()
-        total = total + weights.side_view * F.binary_cross_entropy_with_logits(logit, side)
-        stats["side_n"] = float(len(side))
-        stats["side_correct"] = float(((logit > 0).float() == side).sum())
-    if cam is not None and weights.cam > 0:
-        box = targets["box"]
-        inside = torch.isfinite(box[:, 0]) & has_class
-        if inside.any():
-            total = total + weights.cam * _outside_mass(cam[inside], box[inside]).mean()
-    return total, stats
-
-
-def _outside_mass(cam: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """(B, h, w) maps and (B, 4) boxes in [0, 1] -> (B,) share of each map's mass outside its box."""
-    b, h, w = cam.shape
-    ys = (torch.arange(h, device=cam.device, dtype=cam.dtype) + 0.5) / h
-    xs = (torch.arange(w, device=cam.device, dtype=cam.dtype) + 0.5) / w
-    in_x = (xs[None, :] >= box[:, 0:1]) & (xs[None, :] <= box[:, 2:3])  # (B, w)
-    in_y = (ys[None, :] >= box[:, 1:2]) & (ys[None, :] <= box[:, 3:4])  # (B, h)
-    mask = (in_y[:, :, None] & in_x[:, None, :]).to(cam.dtype)
-    mass = cam.flatten(1).sum(1).clamp_min(1e-6)
-    return 1.0 - (cam * mask).flatten(1).sum(1) / mass
-
-
-def _row(prefix: str, sums: dict[str, float], loss: float) -> dict[str, float]:
-    """Per-epoch metrics from batch sums: loss, accuracy, angle error, side-view accuracy."""
-    row = {f"{prefix}_loss": loss, f"{prefix}_acc": sums.get("correct", 0.0) / max(sums.get("n", 0.0), 1.0)}
-    if sums.get("cva_n"):
-        row[f"{prefix}_cva_mae"] = sums["cva_abs_err"] / sums["cva_n"]
-    if sums.get("side_n"):
-        row[f"{prefix}_side_acc"] = sums["side_correct"] / sums["side_n"]
-    return row
-
-
-def _add(sums: dict[str, float], stats: dict[str, float]) -> None:
-    for k, v in stats.items():
-        sums[k] = sums.get(k, 0.0) + v
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[list[int]]:
@@ -218,12 +139,12 @@ class EpochLoop:
                 self.sched.step()
                 n = len(index_batches[i - 1])
                 loss_sum, seen = loss_sum + float(loss.detach()) * n, seen + n
-                _add(sums, stats)
+                add_stats(sums, stats)
                 done = (epoch - 1) * self.steps + i
                 eta = (time.perf_counter() - start) / done * (total - done)
                 acc = sums.get("correct", 0.0) / max(sums.get("n", 0.0), 1.0)
                 self.progress(TrainEvent("step", epoch, self.cfg.epochs, i, self.steps, loss_sum / seen, acc, eta_s=eta))
-            row = {"epoch": epoch, **_row("train", sums, loss_sum / max(seen, 1)), **validate(),
+            row = {"epoch": epoch, **epoch_row("train", sums, loss_sum / max(seen, 1)), **validate(),
                    "lr": self.sched.get_last_lr()[0]}
             history.append(row)
             if row["val_loss"] < best_loss - 1e-4:
@@ -292,8 +213,8 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
                 out, _ = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, None)
                 loss, stats = multitask_loss(out, targets, class_weights, weights)
                 loss_sum, seen = loss_sum + float(loss) * len(x), seen + len(x)
-                _add(sums, stats)
-        return _row("val", sums, loss_sum / max(seen, 1))
+                add_stats(sums, stats)
+        return epoch_row("val", sums, loss_sum / max(seen, 1))
 
     loop.run(model, epoch_batches, step, validate)
     model.to(memory_format=torch.contiguous_format)
@@ -338,6 +259,6 @@ def fit_head(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
     def validate() -> dict[str, float]:
         with torch.inference_mode():
             loss, stats = multitask_loss(heads(val_feats), y_val, class_weights, weights)
-        return _row("val", stats, float(loss))
+        return epoch_row("val", stats, float(loss))
 
     loop.run(model, epoch_batches, step, validate)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from posture.calibrate import calibrate_, fit_gate_
 from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint
-from posture.serving import bf16_supported
 from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_split
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
@@ -30,6 +30,7 @@ from posture.imagedata import Augment, ImageDataset, Item, annotate
 from posture.labels import read_annotations
 from posture.models import AUX_HEADS, PostureNet, arch_config, build_model, freeze_backbone, reset_classifier
 from posture.predict import Predictor
+from posture.serving import bf16_supported
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "dataset_items", "train"]  # TrainEvent comes from posture.fit
 
@@ -185,63 +186,6 @@ def _datasets(cfg: TrainConfig, train_items: list[Item], val_items: list[Item], 
     return train_ds, val_ds
 
 
-def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> float:
-    """Temperature-scale the classifier on validation pictures (folded into its weights); returns T.
-
-    Dividing the logits by one positive number keeps every verdict and every Grad-CAM map (up to
-    scale) as it was; only the probabilities change, to match how often the model is right.
-    """
-    logits, labels = [], []
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(val_ds), batch_size):
-            batch = [val_ds[i] for i in range(start, min(start + batch_size, len(val_ds)))]
-            x = torch.stack([b[0] for b in batch])
-            y = torch.stack([b[1]["label"] for b in batch])
-            keep = y >= 0
-            if keep.any():
-                logits.append(model(x)[keep])
-                labels.append(y[keep])
-    if not logits:
-        return 1.0
-    z, y = torch.cat(logits).float(), torch.cat(labels)
-    log_t = torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    t = float(log_t.detach().exp().clamp(0.05, 20.0))
-    with torch.no_grad():
-        model.fc.weight /= t
-        model.fc.bias /= t
-    return t
-
-
-def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
-              workers: int = 0) -> dict[str, float]:
-    """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
-    its threshold on the validation side views'; returns what was fitted (for the checkpoint)."""
-    from posture.fit import extract_features
-
-    def side_views(ds: ImageDataset) -> ImageDataset:
-        plain = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
-        plain.augment = None
-        return plain
-
-    fit_on, held = side_views(train_ds), side_views(val_ds)
-    features = extract_features(model, fit_on, batch_size, workers=workers)
-    held_back = extract_features(model, held, batch_size, workers=workers)
-    model.add_heads(["gate"])
-    gate = model.heads["gate"]
-    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back)
-    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held)}
-
-
 def train(
     data: str | Path | DatasetScan,
     config: TrainConfig,
@@ -249,6 +193,7 @@ def train(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     misclassified_dir: str | Path | None = None,
+    finish_cancelled: bool = False,
 ) -> TrainResult:
     """Train on a class-per-folder dataset; write the best model to `out` when given.
 
@@ -256,6 +201,8 @@ def train(
     the result holds the best model of the finished epochs, if any, unevaluated.
     `misclassified_dir` receives the Grad-CAM overlays of misclassified validation images
     (their report rows name them under "overlay").
+    With `finish_cancelled`, that best model is finished like a complete run instead
+    (calibrated, gated, evaluated and written) and `cancelled` stays True.
     """
     cfg = config.resolved()
     emit: ProgressFn = progress or (lambda event: None)
@@ -295,7 +242,7 @@ def train(
     info = ModelInfo(arch=cfg.arch, class_names=names, input_size=int(cfg.img_size), init=str(cfg.init),
                      train_config=asdict(cfg), history=history, storage_dtype=cfg.storage_dtype,
                      heads=model.head_names, cam_layer=cfg.cam_layer or "")
-    if cancelled:
+    if cancelled and not finish_cancelled:
         emit(TrainEvent("done", epochs=cfg.epochs, message="cancelled; kept the best finished epoch"))
         return TrainResult(model.eval(), info, history, cancelled=True)
     if cfg.calibrate:
@@ -311,4 +258,4 @@ def train(
     info.metrics = {"val": report.metrics, "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1}
     checkpoint = save_checkpoint(out, model.eval(), info) if out is not None else None
     emit(TrainEvent("done", epochs=cfg.epochs, val_acc=report.metrics["accuracy"], message="done"))
-    return TrainResult(model.eval(), info, history, checkpoint, report, cancelled=False)
+    return TrainResult(model.eval(), info, history, checkpoint, report, cancelled=cancelled)

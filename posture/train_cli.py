@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from typing import Any
@@ -102,14 +103,27 @@ def train_main(args: argparse.Namespace) -> int:
     from posture.train import train
 
     progress, cancel = _Progress(), threading.Event()
-    try:
-        result = train(args.data, config_from_args(args), out=args.out, progress=progress, cancel=cancel)
-    except KeyboardInterrupt:
+
+    def interrupted(signum: int, frame: Any) -> None:
+        # The first Ctrl-C ends training after the current batch and finishes the best
+        # finished epoch; a second one aborts without writing anything.
         cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\ninterrupted: finishing the best finished epoch (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        result = train(args.data, config_from_args(args), out=args.out, progress=progress, cancel=cancel,
+                       finish_cancelled=True)
+    except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
     finally:
+        signal.signal(signal.SIGINT, previous)
         progress.close()
+    if result.info is None:
+        print("interrupted before the first epoch finished; nothing was written", file=sys.stderr)
+        return 130
     val = result.info.metrics["val"]
     print(json.dumps({"checkpoint": str(result.checkpoint), "val": val}, indent=2) if args.json
           else f"saved {result.checkpoint} (val accuracy {val['accuracy']:.3f})")

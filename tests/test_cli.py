@@ -122,6 +122,42 @@ def test_models_prints_the_shared_metric_line(checkpoint_dir, tmp_path):
     assert "val (n=8): accuracy 0.875" in next(line for line in r.stdout.splitlines() if line.startswith("scored"))
 
 
+def test_ctrl_c_during_training_writes_the_best_finished_epoch(tmp_path):
+    import signal
+    import threading
+    import time
+
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (16, 16), (i * 20 + (120 if c == "b" else 0), 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "posture", "train", "--data", str(tmp_path / "d"), "--arch",
+                             "resnet14", "--init", "scratch", "--img-size", "16", "--batch-size", "4",
+                             "--epochs", "500", "--patience", "500", "--workers", "0", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = bytearray()
+    reader = threading.Thread(target=_drain, args=(proc.stderr, seen), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    while b"epoch 3/500" not in seen and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=90)
+    reader.join(timeout=5)
+    assert proc.returncode == 0, seen.decode(errors="replace")[-2000:]
+    assert b"finishing the best finished epoch" in seen and b"saved" in stdout
+    from posture.checkpoints import read_info
+
+    info = read_info(out)
+    assert 2 <= len(info.history) < 500 and "temperature" in info.train_config
+
+
+def _drain(stream, into: bytearray) -> None:
+    while chunk := stream.read1(4096):
+        into.extend(chunk)
+
+
 @pytest.mark.slow
 def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     from posture.synth import SynthConfig, generate_dataset

@@ -1,4 +1,4 @@
-"""The multi-task loss: each head learns only where its target is known; the Grad-CAM box term."""
+"""The training paths' pieces: the Grad-CAM the box term trains is the one the product shows."""
 
 from __future__ import annotations
 
@@ -7,83 +7,27 @@ import math
 import pytest
 import torch
 
-from posture.fit import LossWeights, _outside_mass, multitask_loss
-from posture.models import ModelOutput, cva_to_head
+from posture.explain import grad_cam
+from posture.fit import _forward
+from posture.models import build_model
 
 NAN = math.nan
 
 
-def _targets(labels, cva, boxes=None):
+def _targets(labels):
     n = len(labels)
-    return {
-        "label": torch.tensor(labels),
-        "cva_deg": torch.tensor(cva, dtype=torch.float32),
-        "side_view": torch.tensor([float(l >= 0) for l in labels]),
-        "box": torch.tensor(boxes if boxes is not None else [[NAN] * 4] * n, dtype=torch.float32),
-    }
-
-
-def test_pictures_without_a_side_view_teach_only_the_side_view_head():
-    logits = torch.randn(3, 2, requires_grad=True)
-    cva = torch.tensor([60.0, 40.0, 10.0], requires_grad=True)
-    side = torch.randn(3, requires_grad=True)
-    targets = _targets([0, 1, -1], [62.0, NAN, NAN])
-    loss, stats = multitask_loss(ModelOutput(logits, cva, side), targets, torch.ones(2), LossWeights())
-    loss.backward()
-    assert logits.grad[2].abs().sum() == 0 and logits.grad[:2].abs().sum() > 0  # no class for the third
-    assert cva.grad[0] != 0 and cva.grad[1] == 0 and cva.grad[2] == 0  # an angle only where it is known
-    assert (side.grad != 0).all()
-    assert stats["n"] == 2 and stats["cva_n"] == 1 and stats["cva_abs_err"] == pytest.approx(2.0)
-    assert stats["side_n"] == 3
-
-
-def test_heads_the_model_lacks_add_nothing():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
-    plain, stats = multitask_loss(ModelOutput(logits), _targets([0, 1], [60.0, 40.0]), torch.ones(2), LossWeights())
-    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
-    assert float(plain) == pytest.approx(float(ce)) and stats["correct"] == 2 and "cva_n" not in stats
-
-
-def test_angle_loss_is_in_head_units_and_weighted():
-    logits = torch.zeros(1, 2)
-    out = ModelOutput(logits, torch.tensor([65.0]))
-    base, _ = multitask_loss(ModelOutput(logits), _targets([0], [50.0]), torch.ones(2), LossWeights())
-    loss, _ = multitask_loss(out, _targets([0], [50.0]), torch.ones(2), LossWeights(cva=2.0))
-    gap = float(cva_to_head(torch.tensor(65.0)) - cva_to_head(torch.tensor(50.0)))  # 1.0 head unit
-    assert float(loss - base) == pytest.approx(2.0 * (gap - 0.05), abs=1e-5)  # smooth L1, beta 0.1
-
-
-def test_outside_mass_is_the_share_of_the_map_outside_the_box():
-    cam = torch.zeros(2, 4, 4)
-    cam[0, 0, 0] = 1.0  # all mass top-left
-    cam[1] = 1.0  # uniform
-    box = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.5]])
-    torch.testing.assert_close(_outside_mass(cam, box), torch.tensor([0.0, 0.75]))
-
-
-def test_the_box_term_counts_only_with_a_weight_and_a_box():
-    logits = torch.zeros(1, 2)
-    cam = torch.ones(1, 4, 4, requires_grad=True)
-    t = _targets([0], [NAN], [[0.0, 0.0, 0.5, 0.5]])
-    off, _ = multitask_loss(ModelOutput(logits), t, torch.ones(2), LossWeights(), cam)
-    on, _ = multitask_loss(ModelOutput(logits), t, torch.ones(2), LossWeights(cam=1.0), cam)
-    assert float(on - off) == pytest.approx(0.75)
-    unknown, _ = multitask_loss(ModelOutput(logits), _targets([0], [NAN]), torch.ones(2), LossWeights(cam=1.0), cam)
-    assert float(unknown) == pytest.approx(float(off))
+    return {"label": torch.tensor(labels), "cva_deg": torch.full((n,), NAN), "side_view": torch.ones(n),
+            "box": torch.full((n, 4), NAN)}
 
 
 @pytest.mark.parametrize("layer", ["layer2", "layer3"])
 def test_the_training_cam_is_the_grad_cam_the_product_shows(layer):
     """The box term trains the very map Captum computes (at the last stage, and before it)."""
-    from posture.explain import grad_cam
-    from posture.fit import _forward
-    from posture.models import build_model
-
     torch.manual_seed(0)
     model = build_model("resnet14").eval()
     x = torch.randn(2, 3, 48, 48)
     labels = [1, 0]
-    _, cam = _forward(model, x, _targets(labels, [NAN, NAN]), layer)
+    _, cam = _forward(model, x, _targets(labels), layer)
     expected = grad_cam(model, x, target=labels, layer=model.cam_layer(layer)).cams
     torch.testing.assert_close(cam.detach(), expected, rtol=1e-4, atol=1e-6)
     assert cam.requires_grad  # it trains

@@ -84,6 +84,22 @@ def test_cancel_leaves_no_checkpoint_and_the_previous_one_untouched(colours, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "m.safetensors"]
 
 
+def test_a_cancelled_run_can_be_finished_with_its_best_epoch(colours, tmp_path):
+    out = tmp_path / "m.safetensors"
+    cancel = threading.Event()
+
+    def cancel_in_second_epoch(event):
+        if event.kind == "step" and event.epoch == 2 and event.step == 1:
+            cancel.set()
+
+    result = train(colours, _tiny(epochs=3), out=out, progress=cancel_in_second_epoch, cancel=cancel,
+                   finish_cancelled=True)
+    assert result.cancelled and result.checkpoint == out and len(result.history) == 1
+    info = read_info(out)
+    assert info.metrics["best_epoch"] == 1 and "accuracy" in info.metrics["val"]
+    assert "temperature" in info.train_config  # finished like a complete run: calibrated too
+
+
 def test_error_mid_run_leaves_the_previous_checkpoint(colours, tmp_path):
     out = tmp_path / "m.safetensors"
     train(colours, _tiny(epochs=1), out=out)
@@ -192,7 +208,7 @@ def test_excluded_styles_are_left_out_of_both_splits(synth_set):
 def test_calibration_changes_probabilities_not_verdicts(colours):
     from posture.imagedata import ImageDataset
     from posture.models import build_model
-    from posture.train import calibrate_
+    from posture.calibrate import calibrate_
 
     torch.manual_seed(0)
     model = build_model("resnet14").eval()
