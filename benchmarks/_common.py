@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: machine description, interleaved timing, test photos and models.
+"""Shared benchmark helpers: machine description, interleaved timing, test photos and models, the app launcher.
 
 The CPU is shared (training jobs, other test runs), so absolute times drift by 2-5x over a
 minute. Every comparison therefore runs its candidates interleaved, round by round, in one
@@ -26,6 +26,9 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere, 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+# The one app launcher, shared with the tests: `python app.py` on a free localhost port.
+from webapp.launcher import RunningApp, running_app, start_app, stop_app, wait_until_answering  # noqa: E402,F401
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(os.environ.get("POSTURE_BENCH_CACHE", Path(tempfile.gettempdir()) / "posture-bench"))
@@ -154,51 +157,70 @@ def app_checkpoints(folder: Path) -> Path:
     return folder
 
 
-def start_app(workdir: Path, checkpoints: Path, **env: str) -> tuple[subprocess.Popen, str, float]:
-    """Launch `python app.py` on a free localhost port: -> process, URL, launch time (perf_counter)."""
-    import socket
+def rendered_frames(count: int, label: str | None = None, seed: int = 7,
+                    size: tuple[int, int] = (320, 240)) -> list[Image.Image]:
+    """Synthetic side views (the bundled models' training distribution), centred on `size` canvases."""
+    from posture.synth import render_indexed
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(workdir / "gradio"),
-                "TMPDIR": str(workdir), "POSTURE_CHECKPOINTS": str(checkpoints),
-                "POSTURE_EXAMPLES": str(workdir / "no-examples"), "PYTHONUNBUFFERED": "1", **env}
-    log = (workdir / "app.log").open("w")
-    launched = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}", launched
-
-
-def wait_for_app(proc: subprocess.Popen, url: str, timeout: float = 180.0) -> None:
-    """Poll the app's /config until it answers."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/config", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"app did not answer in {timeout} s")
-        time.sleep(0.1)
+    frames, index = [], 0
+    while len(frames) < count:
+        data, info = render_indexed(seed, index)
+        index += 1
+        if label is not None and info.label != label:
+            continue
+        picture = Image.open(io.BytesIO(data)).convert("RGB")
+        picture.thumbnail(size)
+        canvas = Image.new("RGB", size, (128, 128, 128))
+        canvas.paste(picture, ((size[0] - picture.width) // 2, (size[1] - picture.height) // 2))
+        frames.append(canvas)
+    return frames
 
 
-def stop_app(proc: subprocess.Popen) -> None:
-    """Stop the app's process group (only what start_app started)."""
-    import signal
+def write_y4m(frames: list[Image.Image], path: Path, fps: int = 10) -> Path:
+    """A raw YUV 4:2:0 video (Y4M) of `frames`: what chromium's fake camera plays, looping
+    (--use-fake-device-for-media-stream --use-file-for-fake-video-capture=PATH)."""
+    width, height = frames[0].size
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = frame.convert("YCbCr").split()
+            half = (width // 2, height // 2)
+            f.write(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes()
+                    + cr.resize(half, Image.Resampling.BOX).tobytes())
+    return path
 
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+CHROMIUM = os.environ.get("POSTURE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+# Counts the live view's frames in the page: each new overlay (a new data: URL) is one judged frame.
+COUNT_FRAMES_JS = """() => {
+  window.postureFrames = [];
+  let last = "";
+  new MutationObserver(() => {
+    const img = document.querySelector("#monitor-live img");
+    if (img && img.src !== last) { last = img.src; window.postureFrames.push(performance.now()); }
+  }).observe(document.documentElement, {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def start_monitor_stream(page, model: str = "resnet14") -> None:
+    """Open the Monitor tab, pick `model`, allow the camera and press Record."""
+    page.get_by_role("tab", name="Monitor", exact=True).click()
+    page.locator("#monitor-model input").click()
+    page.get_by_role("option", name=f"{model} (bundled)", exact=True).click()
+    page.evaluate(COUNT_FRAMES_JS)
+    box = page.locator("#monitor-camera")
+    box.get_by_text("Click to Access Webcam").click()
+    box.locator("button.capture-button").click()
+    page.wait_for_function("(window.postureFrames || []).length >= 2", timeout=60_000)
+
+
+def stream_frame_rate(page, since_ms: float) -> tuple[int, float]:
+    """(frames, frames per second) the page received after `since_ms` (its performance.now())."""
+    times = [t for t in page.evaluate("window.postureFrames") if t >= since_ms]
+    if len(times) < 2:
+        return len(times), 0.0
+    return len(times), (len(times) - 1) / ((times[-1] - times[0]) / 1000.0)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, app_checkpoints, machine, phone_jpeg, start_app, stop_app, wait_for_app, write_result
+from _common import REPO, app_checkpoints, machine, phone_jpeg, start_app, stop_app, wait_until_answering, write_result
 
 
 def seconds(cmd: list[str]) -> float:
@@ -28,20 +28,20 @@ def first_prediction(tmp: Path, photo: Path, model: str) -> dict:
     """Seconds from launching the app to its /config answering and to the first /predict answer."""
     from gradio_client import Client, handle_file
 
-    proc, url, launched = start_app(tmp / f"app-{model}", app_checkpoints(tmp / "ckpt"))
+    app = start_app(tmp / f"app-{model}", app_checkpoints(tmp / "ckpt"))
     try:
-        wait_for_app(proc, url)
-        up = time.perf_counter() - launched
-        client = Client(url, verbose=False)
-        verdict, *_ = client.predict(handle_file(str(photo)), model, 0.5, api_name="/predict")
-        first = time.perf_counter() - launched
+        wait_until_answering(app)
+        up = time.perf_counter() - app.launched_at
+        client = Client(app.url, verbose=False)
+        *_, details = client.predict(handle_file(str(photo)), model, None, 0.5, api_name="/predict")
+        first = time.perf_counter() - app.launched_at
         start = time.perf_counter()
-        client.predict(handle_file(str(photo)), model, 0.5, api_name="/predict")
+        client.predict(handle_file(str(photo)), model, None, 0.5, api_name="/predict")
         second = time.perf_counter() - start
     finally:
-        stop_app(proc)
+        stop_app(app)
     return {"model": model, "server_up_s": round(up, 2), "first_prediction_s": round(first, 2),
-            "second_prediction_s": round(second, 2), "label": verdict["label"]}
+            "second_prediction_s": round(second, 2), "label": details["label"]}
 
 
 def main() -> None:

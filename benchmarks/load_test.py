@@ -19,7 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import app_checkpoints, machine, phone_jpeg, start_app, stop_app, synthetic_set, wait_for_app, write_result
+from _common import app_checkpoints, machine, phone_jpeg, start_app, stop_app, synthetic_set, wait_until_answering, write_result
 
 
 def zip_dataset(folder: Path, out: Path) -> Path:
@@ -45,9 +45,10 @@ def main() -> None:
         photo = tmp / "phone.jpg"
         photo.write_bytes(phone_jpeg())
         archive = zip_dataset(synthetic_set(400, seed=3), tmp / "data.zip")
-        proc, url, _ = start_app(tmp / "app", app_checkpoints(tmp / "ckpt"))
+        app = start_app(tmp / "app", app_checkpoints(tmp / "ckpt"))
+        url = app.url
         try:
-            wait_for_app(proc, url)
+            wait_until_answering(app)
             trainer = Client(url, verbose=False)
             trainer.predict(handle_file(str(archive)), api_name="/check_zip")
             job = trainer.submit("resnet14", "scratch", "automatic", args.epochs, "automatic", 16, "128", 0.2, 0,
@@ -67,8 +68,9 @@ def main() -> None:
                 for _ in range(args.requests):
                     start = time.perf_counter()
                     try:
-                        verdict, *_ = client.predict(handle_file(str(photo)), args.model, 0.5, api_name="/predict")
-                        assert verdict["label"], verdict
+                        *_, details = client.predict(handle_file(str(photo)), args.model, None, 0.5,
+                                                     api_name="/predict")
+                        assert details["label"], details
                         with lock:
                             latencies.append(time.perf_counter() - start)
                     except Exception as exc:  # noqa: BLE001 - counted and reported, not raised
@@ -90,7 +92,7 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 training_outcome = f"{type(exc).__name__}: {exc}"[:200]
         finally:
-            stop_app(proc)
+            stop_app(app)
     lat = sorted(latencies)
     pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None  # noqa: E731
     result = {

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from benchmarks._common import rendered_frames, write_y4m  # noqa: F401 - the benchmarks' fake camera
 from webapp.launcher import REPO, RunningApp, running_app  # noqa: F401 - re-exported for the test modules
 
 CLASSES = ["normal", "turtle_neck"]
@@ -97,43 +98,12 @@ def broken_images(folder: Path) -> dict[str, Path]:
     return {"empty": empty, "truncated": truncated, "bomb": bomb}
 
 
-def rendered_frames(count: int, label: str | None = None, seed: int = 7,
-                    size: tuple[int, int] = (320, 240)) -> list[Image.Image]:
-    """Synthetic side views (the bundled models' training distribution), centred on `size` canvases."""
-    from posture.synth import render_indexed
-
-    frames, index = [], 0
-    while len(frames) < count:
-        data, info = render_indexed(seed, index)
-        index += 1
-        if label is not None and info.label != label:
-            continue
-        picture = Image.open(io.BytesIO(data)).convert("RGB")
-        picture.thumbnail(size)
-        canvas = Image.new("RGB", size, (128, 128, 128))
-        canvas.paste(picture, ((size[0] - picture.width) // 2, (size[1] - picture.height) // 2))
-        frames.append(canvas)
-    return frames
-
-
-def write_y4m(frames: list[Image.Image], path: Path, fps: int = 10) -> Path:
-    """A raw YUV 4:2:0 video (Y4M) of `frames`: what chromium's fake camera plays, looping."""
-    width, height = frames[0].size
-    with path.open("wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in frames:
-            y, cb, cr = frame.convert("YCbCr").split()
-            half = (width // 2, height // 2)
-            f.write(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes()
-                    + cr.resize(half, Image.Resampling.BOX).tobytes())
-    return path
-
-
 def heads_checkpoint(path: Path, arch: str = "resnet14", input_size: int = 64, seed: int = 0,
-                     side_view_bias: float | None = None) -> Path:
+                     side_view_bias: float | None = None, verdict: str | None = None) -> Path:
     """A checkpoint whose model also estimates the CVA and whether a side view is present.
 
-    `side_view_bias` fixes the side-view logit for every picture (its last layer's weights zeroed).
+    `side_view_bias` fixes the side-view logit for every picture (its last layer's weights zeroed);
+    `verdict` makes the classifier answer that class for every picture, whatever it shows.
     """
     import torch
 
@@ -148,6 +118,10 @@ def heads_checkpoint(path: Path, arch: str = "resnet14", input_size: int = 64, s
         with torch.no_grad():
             last.weight.zero_()
             last.bias.fill_(side_view_bias)
+    if verdict is not None:
+        with torch.no_grad():
+            model.fc.weight.zero_()
+            model.fc.bias.copy_(torch.tensor([4.0 if c == verdict else -4.0 for c in CLASSES]))
     return save_checkpoint(path, model, ModelInfo(arch=arch, class_names=list(CLASSES), input_size=input_size,
                                                   heads=heads))
 

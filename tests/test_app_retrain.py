@@ -40,9 +40,10 @@ def data_zip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def long_zip(tmp_path_factory) -> Path:
-    """Enough pictures that 30 epochs at batch size 2 take minutes: a job to queue behind."""
+    """Enough pictures that 30 epochs at batch size 2 take minutes, and the 6 or more before early
+    stopping can end it take long enough: a job to queue behind."""
     folder = tmp_path_factory.mktemp("long")
-    return zip_folder(make_dataset(folder / "long", per_class=12, size=(64, 48)), folder / "long.zip")
+    return zip_folder(make_dataset(folder / "long", per_class=48, size=(64, 48)), folder / "long.zip")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_cancel_keeps_nothing_unless_asked_and_one_training_job_runs_at_a_time(a
     assert "Stopping" in first.predict(api_name="/cancel_training")
     final = job.result(timeout=60)
     assert time.monotonic() - cancelled_at < 20  # promptly: within a batch, not after 30 epochs
-    assert final[0].startswith("Cancelled")
+    assert final[0].startswith("Cancelled"), [str(o[0])[:80] for o in job.outputs()][-8:]
     assert "resnet14-trained-1" not in models_in(first)  # not kept without asking
     message, *_ = first.predict(api_name="/keep_cancelled")
     assert "resnet14-trained-1" in message
@@ -349,7 +350,7 @@ def test_a_job_waiting_for_the_slot_says_so_and_can_be_cancelled(browser, app, l
         expect(cancel).to_be_visible()
         shot(page, "retrain-waiting-desktop", full_page=False)
         cancel.click()
-        expect(status).to_contain_text("Cancelled before it started")
+        expect(status).to_contain_text("Cancelled before it started", timeout=30_000)
         expect(cancel).to_be_hidden()
         assert not job.done()
         page.context.close()
