@@ -53,3 +53,31 @@ def image_file(tmp_path) -> Path:
     path = tmp_path / "person.jpg"
     person_like().save(path, quality=95)
     return path
+
+
+# The app test modules each start their own app (fixture `app`); these build on it.
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, one per test module (skipped where there is none)."""
+    from app_fixtures import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def client(app):
+    """A fresh gradio_client on the module's app: a session of its own."""
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+def copy_checkpoints(source: Path, folder: Path) -> Path:
+    """Copy every checkpoint in `source` into `folder`; returns `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.safetensors"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder

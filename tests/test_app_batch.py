@@ -8,8 +8,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from app_fixtures import (CLASSES, broken_images, chromium, heads_checkpoint, open_page, open_tab, pick,
-                          running_app, shot, side_photo)
+from app_fixtures import (
+    CLASSES,
+    broken_images,
+    heads_checkpoint,
+    open_page,
+    open_tab,
+    pick,
+    running_app,
+    shot,
+    side_photo,
+)
+from conftest import copy_checkpoints
 from PIL import Image
 
 pytestmark = [pytest.mark.app]
@@ -21,8 +31,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, checkpoint_dir) -> Path:
     folder = tmp_path_factory.mktemp("batch-checkpoints")
-    for path in checkpoint_dir.glob("*.safetensors"):
-        (folder / path.name).write_bytes(path.read_bytes())
+    copy_checkpoints(checkpoint_dir, folder)
     heads_checkpoint(folder / "with-heads.safetensors")
     return folder
 
@@ -31,12 +40,6 @@ def checkpoints(tmp_path_factory, checkpoint_dir) -> Path:
 def app(tmp_path_factory, checkpoints):
     with running_app(tmp_path_factory.mktemp("app-batch"), checkpoints) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

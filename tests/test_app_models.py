@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from app_fixtures import CLASSES, chromium, open_page, open_tab, running_app, shot, side_photo, toasts
+from app_fixtures import CLASSES, open_page, open_tab, running_app, shot, side_photo, toasts
 
 from posture.checkpoints import ModelInfo, read_info, save_checkpoint
 from posture.models import build_model, list_models
@@ -21,17 +21,6 @@ from gradio_client.exceptions import AppError  # noqa: E402
 def app(tmp_path_factory, checkpoint_dir):
     with running_app(tmp_path_factory.mktemp("app-models"), checkpoint_dir) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def client(app) -> Client:
-    return Client(app.url, verbose=False)
 
 
 # How many lines an element's text takes on screen.

@@ -13,8 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_fixtures import (CLASSES, broken_images, chromium, heads_checkpoint, open_page, open_tab, pick, pretty,
-                          running_app, save_exif_rotated, shot, side_photo, toasts)
+from app_fixtures import (
+    CLASSES,
+    broken_images,
+    heads_checkpoint,
+    open_page,
+    open_tab,
+    pick,
+    pretty,
+    running_app,
+    save_exif_rotated,
+    shot,
+    side_photo,
+    toasts,
+)
+from conftest import copy_checkpoints
 from PIL import Image
 
 from posture.models import list_models
@@ -54,8 +67,7 @@ def examples(tmp_path_factory) -> Path:
 def checkpoints(tmp_path_factory, checkpoint_dir) -> Path:
     """The tiny test checkpoints (no extra outputs) plus one whose model also gives CVA and side view."""
     folder = tmp_path_factory.mktemp("predict-checkpoints")
-    for path in checkpoint_dir.glob("*.safetensors"):
-        (folder / path.name).write_bytes(path.read_bytes())
+    copy_checkpoints(checkpoint_dir, folder)
     heads_checkpoint(folder / "with-heads.safetensors")
     heads_checkpoint(folder / "nobody.safetensors", side_view_bias=-20.0)  # never sees a side view
     return folder
@@ -66,18 +78,6 @@ def app(tmp_path_factory, checkpoints, examples):
     """The app, started once for this module."""
     with running_app(tmp_path_factory.mktemp("app-predict"), checkpoints, examples) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def client(app) -> Client:
-    """A fresh client: a session of its own."""
-    return Client(app.url, verbose=False)
 
 
 @pytest.fixture
