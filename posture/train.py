@@ -22,6 +22,7 @@ import torch
 
 from posture.calibrate import calibrate_, fit_gate_
 from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint
+from posture.cpu import bf16_supported
 from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_split
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
@@ -30,7 +31,6 @@ from posture.imagedata import Augment, ImageDataset, Item, annotate
 from posture.labels import read_annotations
 from posture.models import AUX_HEADS, PostureNet, arch_config, build_model, freeze_backbone, reset_classifier
 from posture.predict import Predictor
-from posture.serving import bf16_supported
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "dataset_items", "train"]  # TrainEvent comes from posture.fit
 
