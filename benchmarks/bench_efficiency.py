@@ -23,7 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from _common import benchmark_checkpoint, interleaved, machine, ratio, synthetic_set, write_result
 from posture.checkpoints import load_checkpoint
 from posture.predict import Predictor
-from posture.serving import ServingModel, _freeze_backbone
+from posture.backends import ort_backbone
+from posture.serving import ServingModel
 
 GEMM_N = 2048
 
@@ -78,10 +79,10 @@ def main() -> None:
     flops = count_flops(model, x)
     xcl = x.contiguous(memory_format=torch.channels_last)
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    last = model.stage_names[-1]
     serving = ServingModel(copy.deepcopy(model), 224, precision="bf16")  # built for this input size
-    serving.features(x)  # build the fused backbone outside the timing
-    unfused = _freeze_backbone(model, 224, torch.bfloat16, fuse=False)  # the same graph without the oneDNN fuser
-    xbf = x.bfloat16().contiguous(memory_format=torch.channels_last)
+    serving.features(x, last)  # build the fused backbone outside the timing
+    onnxruntime_fp32 = ort_backbone(model, last, 224)  # ONNX Runtime's CPU provider on the same weights
 
     def autocast_cl() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -89,7 +90,7 @@ def main() -> None:
 
     def serving_bf16() -> None:
         with torch.inference_mode():
-            serving.head(serving.features(x))
+            serving.head(last)(serving.features(x, last))
 
     a32, b32 = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
     a16, b16 = a32.bfloat16(), b32.bfloat16()
@@ -97,7 +98,7 @@ def main() -> None:
         "fp32_eager": lambda: model(x),
         "fp32_channels_last": lambda: model_cl(xcl),
         "bf16_autocast_channels_last": autocast_cl,
-        "bf16_frozen_unfused": lambda: unfused(xbf),
+        "fp32_onnxruntime": lambda: onnxruntime_fp32(x),
         "bf16_serving": serving_bf16,  # what Predictor(precision="auto") runs here: frozen + oneDNN-fused
         "gemm_fp32": lambda: torch.mm(a32, b32),
         "gemm_bf16": lambda: torch.mm(a16, b16),

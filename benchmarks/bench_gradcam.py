@@ -26,8 +26,8 @@ def main() -> None:
     for arch in ("resnet14", "resnet18"):
         for precision in ("fp32", "bf16"):
             p = Predictor.from_checkpoint(benchmark_checkpoint(arch), precision=precision)
-            head = p.serving.head
-            features = p.serving.features(p.prepare(image)[1])
+            head = p.serving.head(p.cam_layer)
+            features = p.serving.features(p.prepare(image)[1], p.cam_layer)
 
             def head_only() -> None:
                 with torch.inference_mode():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
+from posture.devices import resolve_device
 from posture.errors import UsageError
 from posture.explain import grad_cam
 from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
@@ -92,33 +94,52 @@ class Prediction:
 class Predictor:
     """One read-only model and its metadata; safe to share between threads.
 
-    `precision` ("auto", "fp32" or "bf16"; default $POSTURE_PRECISION, else "auto") picks
-    the serving path: "auto" runs the backbone in bfloat16 where the CPU supports it
-    natively, else in fp32 (see `posture.serving`). The fast backbone is built on the
-    first prediction.
+    The model it is given is left untouched: the Predictor serves a private copy, in eval
+    mode, on `device` ("auto": CUDA, then MPS, then the CPU; see `posture.devices`).
+    `precision` ("auto", "fp32" or "bf16"; default $POSTURE_PRECISION, else "auto") picks the
+    serving path (see `posture.serving`); the fast backbone for a layer is built on its first
+    prediction.
     """
 
     def __init__(
-        self, model: nn.Module, info: ModelInfo, name: str | None = None, precision: str | None = None
+        self,
+        model: nn.Module,
+        info: ModelInfo,
+        name: str | None = None,
+        precision: str | None = None,
+        device: str | torch.device | None = "auto",
     ) -> None:
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)  # serving only; Grad-CAM needs gradients of activations alone
+        self._setup(copy.deepcopy(model), info, name, precision, device)
+
+    def _setup(
+        self, model: nn.Module, info: ModelInfo, name: str | None, precision: str | None, device: str | torch.device | None
+    ) -> None:
+        """Take ownership of `model` (no copy) and prepare it for serving."""
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)  # Grad-CAM needs activation gradients only
         self.info = info
         self.name = name or info.arch
-        self.serving = ServingModel(self.model, info.input_size, precision)
+        self.serving = ServingModel(self.model, info.input_size, precision, self.device, info.mean, info.std)
 
     @property
     def precision(self) -> str:
-        """The precision the backbone runs in: "fp32" or "bf16"."""
+        """The precision asked for, resolved for this machine: "fp32", "bf16" (or "fp16" on a GPU)."""
         return self.serving.precision
 
+    def backend(self, layer: str | None = None) -> str:
+        """What computes the backbone through `layer` (default: the explained layer), e.g. "onnxruntime-fp32"."""
+        return self.serving.backend(self._layer(layer))
+
     @classmethod
-    def from_checkpoint(cls, name_or_path: str | Path, precision: str | None = None) -> "Predictor":
+    def from_checkpoint(
+        cls, name_or_path: str | Path, precision: str | None = None, device: str | torch.device | None = "auto"
+    ) -> "Predictor":
         """Load a bundled model by name (e.g. "resnet18") or a checkpoint file."""
         path = resolve_checkpoint(name_or_path)
         model, info = load_checkpoint(path)
-        return cls(model, info, name=path.stem, precision=precision)
+        predictor = cls.__new__(cls)
+        predictor._setup(model, info, path.stem, precision, device)  # the freshly loaded model needs no copy
+        return predictor
 
     @property
     def class_names(self) -> list[str]:
@@ -142,7 +163,7 @@ class Predictor:
         return layer
 
     def class_index(self, target: str | int) -> int:
-        """A class name or index -> index; ValueError names the valid classes."""
+        """A class name or index -> index; UsageError names the valid classes."""
         names = self.class_names
         if isinstance(target, int) and 0 <= target < len(names):
             return target
@@ -177,7 +198,7 @@ class Predictor:
         prepared = [self.prepare(s) for s in sources]
         x = torch.cat([p[1] for p in prepared])  # (B, 3, S, S)
         outputs, cams, explained = self._run(x, index, explain, layer)
-        probs = torch.softmax(outputs.logits.float(), dim=1).numpy()
+        probs = torch.softmax(outputs.logits.float(), dim=1).cpu().numpy()
         side = None if outputs.side_view_logit is None else torch.sigmoid(outputs.side_view_logit.float()).tolist()
         cva = None if outputs.cva_deg is None else outputs.cva_deg.float().tolist()
         names = self.class_names
@@ -207,11 +228,17 @@ class Predictor:
     def _run(
         self, x: torch.Tensor, index: int | None, explain: bool, layer: str
     ) -> tuple[ModelOutput, torch.Tensor | None, list[int] | None]:
-        """(B, 3, S, S) -> outputs, Grad-CAMs (B, h, w) or None, explained class per image or None."""
+        """(B, 3, S, S) -> outputs (on the CPU), Grad-CAMs (B, h, w) or None, explained class per image or None."""
+        if not explain:  # the whole backbone on the fast path; only pooling and the heads in torch
+            layer = self.model.stage_names[-1]
         head = self.serving.head(layer)
-        features = self.serving.features(x, layer)
+        features = self.serving.features(x.to(self.device), layer)
         if explain:
             result = grad_cam(head, features, target=index, layer=head.cam)
-            return result.outputs, result.cams, result.targets.tolist()
+            return _on_cpu(result.outputs), result.cams.float().cpu(), result.targets.tolist()
         with torch.inference_mode():
-            return head(features), None, None
+            return _on_cpu(head(features)), None, None
+
+
+def _on_cpu(out: ModelOutput) -> ModelOutput:
+    return ModelOutput(*(None if v is None else v.float().cpu() for v in (out.logits, out.cva_deg, out.side_view_logit)))

@@ -1,23 +1,23 @@
-"""Fast CPU serving: a precision choice and a frozen, channels-last copy of a model's backbone.
+"""Fast serving: a model split at the explained layer into a fast backbone and an fp32 torch head.
 
-A model is served as two parts. The backbone (`forward_features`, every conv) runs
-either in fp32 eagerly, exactly as trained, or, where the CPU computes bfloat16
-natively (AVX512-BF16 or AMX), as a bfloat16 channels-last copy traced and frozen with
-TorchScript (batch norm folded into the convolutions) and compiled by the oneDNN Graph
-fuser (convolution, bias, residual add and ReLU fused, weights pre-packed): about 3x
-faster than fp32 eager at batch 1 on the development CPU (benchmarks/results). The
-fuser specialises on the input shape, so the backbone runs one image at a time and a
-batch is a loop (resnet18 at 224 px, batch 4: four fused passes 17 ms, one unfused
-batch 19 ms). Building costs a fraction of a second, paid on the first prediction; where
-the fuser fails or disagrees with the eager model, the plain frozen graph is used. The head
-(global average pool + linear) stays in fp32 eager, behind an identity layer on which
-Grad-CAM hooks, so a single backbone pass gives both the logits and the explanation
-(for these models Grad-CAM needs the gradient at the last conv stage only, which the
-head alone provides).
+The backbone (the conv stages up to the layer Grad-CAM explains) runs on the fastest path
+this machine has (`posture.backends`); the head (any later stages, pooling, the classifier
+and the auxiliary heads) stays in eager fp32 torch behind an identity layer on which
+Captum's Grad-CAM hooks, so one backbone pass gives the outputs and the explanation.
 
-`precision` is "fp32", "bf16" or "auto" (bf16 where supported, else fp32); the
-POSTURE_PRECISION environment variable sets the default. A model that does not split
-into these two parts is served eagerly in fp32.
+`precision` picks the path on the CPU:
+
+- "fp32": ONNX Runtime (same numbers as eager torch, 2-3x faster), else eager torch;
+- "bf16": the TorchScript + oneDNN-fused bfloat16 backbone, ~3x faster again where the CPU
+  computes bfloat16 natively (AVX512-BF16 or AMX), within bf16 rounding of fp32;
+- "auto": "bf16" where the CPU has native bfloat16, else "fp32".
+
+The POSTURE_PRECISION environment variable sets the default when no precision is given.
+
+On a GPU the model runs in torch, under autocast ("auto": float16, or bfloat16 where the GPU
+has it). Each fast backbone is built on first use (one per layer), checked against eager
+fp32 on image-like inputs, and replaced by the next path down (bf16 -> ONNX Runtime fp32
+-> eager fp32) if building, checking or later running it raises anything.
 """
 
 from __future__ import annotations
@@ -25,12 +25,25 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from posture.backends import (
+    TOLERANCES,
+    Backbone,
+    check_backbone,
+    eager_backbone,
+    fused_bf16_backbone,
+    ort_backbone,
+    sample_inputs,
+)
+from posture.cpu import bf16_supported
+from posture.devices import autocast_dtype
+from posture.errors import UsageError
 from posture.models import ModelOutput, PostureNet
+from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["PRECISIONS", "PRECISION_ENV", "ServingModel", "bf16_supported", "resolve_precision"]
 
@@ -38,20 +51,16 @@ PRECISIONS = ("auto", "fp32", "bf16")
 PRECISION_ENV = "POSTURE_PRECISION"
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU has native bfloat16 matrix instructions that oneDNN uses."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_precision(precision: str | None = None) -> str:
-    """"fp32" or "bf16" for a requested precision (None: $POSTURE_PRECISION, else "auto")."""
+def resolve_precision(precision: str | None = None, device: torch.device = torch.device("cpu")) -> str:
+    """The concrete precision ("fp32", "bf16"; "fp16" on some GPUs) for a requested one
+    (None: $POSTURE_PRECISION, else "auto")."""
     requested = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
     if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if device.type != "cpu":
+        if requested == "auto":
+            return "bf16" if autocast_dtype(device) == torch.bfloat16 else "fp16"
+        return requested
     if requested == "auto":
         return "bf16" if bf16_supported() else "fp32"
     return requested
@@ -61,7 +70,7 @@ class _Head(nn.Module):
     """The model after stage `layer`: the rest of the backbone, pooling and every head.
 
     An identity layer (`cam`) sits on its input, where Grad-CAM hooks; it shares the
-    model's modules (no copies), so a retrained head is seen at once. Returns a ModelOutput.
+    model's modules (no copies). Returns a ModelOutput.
     """
 
     def __init__(self, model: PostureNet, layer: str) -> None:
@@ -79,109 +88,100 @@ class _Head(nn.Module):
 
 
 class ServingModel:
-    """A model split at an explained layer into a fast frozen backbone and an fp32 head.
+    """A read-only model served as a fast backbone and an fp32 head, split at any explainable layer.
 
-    Thread-safe: each layer's backbone is built once, on first use, under a lock.
+    `model` must be in eval mode, on `device`, and owned by the caller for serving only (a
+    `Predictor` hands over its private copy). Thread-safe: each layer's backbone is built once,
+    on first use, under a lock; running it needs no lock.
     """
 
-    def __init__(self, model: PostureNet, input_size: int, precision: str | None = None) -> None:
+    def __init__(
+        self,
+        model: PostureNet,
+        input_size: int,
+        precision: str | None = None,
+        device: torch.device = torch.device("cpu"),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         if not isinstance(model, PostureNet):
             raise TypeError(f"serving needs a PostureNet (see posture.models), got {type(model).__name__}")
         self.model = model
         self.input_size = input_size
-        self.precision = resolve_precision(precision)
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self.mean, self.std = tuple(mean), tuple(std)
         self._heads: dict[str, _Head] = {}
-        self._backbones: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-        self._build_lock = threading.Lock()
+        self._backbones: dict[str, Backbone] = {}
+        self._lock = threading.Lock()
 
     def head(self, layer: str) -> _Head:
         """The part of the model after `layer` (built once per layer)."""
-        with self._build_lock:
+        head = self._heads.get(layer)
+        if head is not None:
+            return head
+        with self._lock:
             if layer not in self._heads:
-                self._heads[layer] = _Head(self.model, layer).eval()  # its mode is the model's mode
+                self._heads[layer] = _Head(self.model, layer).eval()  # a new Module trains by default; Grad-CAM restores modes
             return self._heads[layer]
 
-    def features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """(B, 3, S, S) fp32 -> (B, C, h, w) fp32 features after `layer`, no autograd graph."""
-        if self.precision == "fp32":
-            with torch.no_grad():
-                return self.model.forward_features(x, upto=layer)
-        backbone = self._backbones.get(layer) or self._build(layer)
-        with torch.inference_mode():
-            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-            out = torch.cat([backbone(x[i : i + 1]) for i in range(x.shape[0])])  # the fused graph is batch-1
-        return out.float()  # a normal tensor (not an inference one) Grad-CAM may use
+    def backend(self, layer: str) -> str:
+        """The name of the path that computes the backbone through `layer` (building it if needed)."""
+        return self._backbone(layer).name
 
-    def _build(self, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        with self._build_lock:
+    def features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """(B, 3, S, S) fp32 -> (B, C, h, w) fp32 features after `layer` on `device`, no autograd graph."""
+        backbone = self._backbone(layer)
+        try:
+            out = backbone(x)
+        except Exception as exc:  # noqa: BLE001 - a fast path may fail in ways we cannot list; eager fp32 cannot
+            reference = self._reference(layer)
+            if backbone.name == reference.name:
+                raise
+            warnings.warn(f"{backbone.name} failed while serving ({type(exc).__name__}: {exc}); "
+                          f"falling back to {reference.name}", RuntimeWarning, stacklevel=2)
+            with self._lock:
+                self._backbones[layer] = reference
+            out = reference(x)
+        return out.to(self.device)
+
+    def _reference(self, layer: str) -> Backbone:
+        return eager_backbone(self.model, layer)
+
+    def _candidates(self, layer: str) -> list[tuple[str, Callable[[], Backbone]]]:
+        """(precision, builder) of each path to try, fastest first; the last is always eager torch."""
+        if self.device.type != "cpu":
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+            return [("fp32", lambda: eager_backbone(self.model, layer, autocast=dtype))]
+        size = self.input_size
+        ort_fp32 = ("fp32", lambda: ort_backbone(self.model, layer, size))
+        eager = ("fp32", lambda: self._reference(layer))
+        if self.precision == "bf16":
+            return [("bf16", lambda: fused_bf16_backbone(self.model, layer, size)), ort_fp32, eager]
+        return [ort_fp32, eager]
+
+    def _backbone(self, layer: str) -> Backbone:
+        backbone = self._backbones.get(layer)
+        if backbone is not None:
+            return backbone
+        with self._lock:
             if layer not in self._backbones:
-                self._backbones[layer] = _freeze_backbone(self.model, self.input_size, torch.bfloat16, layer=layer)
+                self._backbones[layer] = self._build(layer)
             return self._backbones[layer]
 
-
-class _Backbone(nn.Module):
-    def __init__(self, model: PostureNet, layer: str | None) -> None:
-        super().__init__()
-        self.model = model
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x, upto=self.layer)
-
-
-_FUSER_LOCK = threading.Lock()  # the oneDNN fuser switch is process-wide: one build at a time
-
-
-def _freeze_backbone(
-    model: PostureNet, input_size: int, dtype: torch.dtype, fuse: bool = True, layer: str | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A frozen TorchScript copy of `model.forward_features` (through `layer`) in `dtype`, channels-last, batch 1.
-
-    The oneDNN Graph fuser optimises the graph on its first calls; it is switched on for
-    those calls only, then restored. The fused graph is checked against the eager bf16
-    backbone on the example input; the plain frozen graph (built only then) replaces it
-    if they disagree or the fuser fails.
-    """
-    import copy
-
-    backbone = _Backbone(copy.deepcopy(model), layer).eval().to(dtype=dtype, memory_format=torch.channels_last)
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    example = example.to(dtype).contiguous(memory_format=torch.channels_last)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of compile
-            traced = torch.jit.trace(backbone, example)
-            fused = _fuse(traced, example) if fuse else None
-            if fused is not None and _close(fused(example).float(), backbone(example).float()):
-                return fused
-            plain = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            for _ in range(2):  # the profiling executor specialises on the first calls: pay for it here
-                plain(example)
-            return plain
-    except RuntimeError as exc:  # a torch without TorchScript: eager is slower, not wrong
-        warnings.warn(f"TorchScript freezing failed ({exc}); serving the backbone eagerly", RuntimeWarning)
-        return backbone
-
-
-def _fuse(traced: torch.jit.ScriptModule, example: torch.Tensor) -> torch.jit.ScriptModule | None:
-    """`traced` frozen and compiled by the oneDNN Graph fuser for `example`'s shape; None if it fails."""
-    with _FUSER_LOCK:
-        was_on = torch.jit.onednn_fusion_enabled()
-        torch.jit.enable_onednn_fusion(True)
-        try:
-            fused = torch.jit.freeze(traced)
-            for _ in range(3):  # profile, then optimise (fuse) for this shape
-                fused(example)
-            return fused
-        except RuntimeError as exc:
-            warnings.warn(f"oneDNN fusion failed ({exc}); serving the plain frozen backbone", RuntimeWarning)
-            return None
-        finally:
-            torch.jit.enable_onednn_fusion(was_on)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Same features up to bfloat16 rounding: relative error of the whole map under 2%."""
-    return bool(torch.isfinite(a).all()) and float((a - b).norm() / b.norm().clamp_min(1e-12)) < 0.02
+    def _build(self, layer: str) -> Backbone:
+        """The first candidate that builds and agrees with eager fp32 on sample inputs."""
+        candidates = self._candidates(layer)
+        if len(candidates) == 1:  # a GPU: torch is the path (autocast is torch's own, not checked here)
+            return candidates[0][1]()
+        inputs = sample_inputs(self.input_size, self.mean, self.std)
+        reference = self._reference(layer)
+        for precision, build in candidates[:-1]:
+            try:
+                backbone = build()
+                check_backbone(backbone, reference, inputs, TOLERANCES[precision])
+                return backbone
+            except Exception as exc:  # noqa: BLE001 - any failure of a fast path means: use the next one
+                warnings.warn(f"serving {layer} without the {precision} fast path ({type(exc).__name__}: {exc})",
+                              RuntimeWarning, stacklevel=3)
+        return reference

@@ -1,9 +1,11 @@
-"""Serving path: precision choice and fallback, bf16 agreement with fp32, overlay encoding."""
+"""Serving: precision choice, each fast path against eager fp32 (with Captum), fallbacks on injected faults,
+thread safety, and the caller's model left as it was."""
 
 from __future__ import annotations
 
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -11,15 +13,17 @@ import torch
 from PIL import Image
 from torch import nn
 
+import posture.backends as backends
 import posture.serving as serving
 from conftest import CLASSES, make_checkpoint, person_like
-from posture.checkpoints import ModelInfo
+from posture.backends import Backbone
+from posture.checkpoints import ModelInfo, load_checkpoint
+from posture.errors import UsageError
 from posture.explain import grad_cam
 from posture.models import build_model, list_models
 from posture.predict import Predictor
-from posture.serving import PRECISION_ENV, bf16_supported, resolve_precision
-
-needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="this CPU has no native bfloat16")
+from posture.serving import bf16_supported, resolve_precision
+from posture.synth import SynthConfig, render_indexed
 
 
 @pytest.fixture(scope="module")
@@ -29,33 +33,50 @@ def checkpoints_128(tmp_path_factory):
     return {arch: make_checkpoint(folder / f"{arch}.safetensors", arch, 128, seed=7) for arch in list_models()}
 
 
-def _agree(a, b) -> None:
-    """Two explanations of the same class: both empty, or Pearson >= 0.99."""
+def _pictures(n: int = 3) -> list[Image.Image]:
+    """Synthetic side-view pictures (not square: they are letterboxed), plus the blob picture."""
+    config = SynthConfig(size_range=(160, 200))
+    return [Image.open(io.BytesIO(render_indexed(11, i, config)[0])) for i in range(n)] + [person_like(seed=2)]
+
+
+def _agree(a, b, least: float = 0.99) -> float | None:
+    """Two explanations of the same class: both empty, or Pearson >= `least`; -> the Pearson (None if empty)."""
     assert a.target == b.target and a.cam_empty == b.cam_empty
-    if not a.cam_empty:
-        assert np.corrcoef(a.heatmap.ravel(), b.heatmap.ravel())[0, 1] >= 0.99
+    if a.cam_empty:
+        return None
+    r = float(np.corrcoef(a.heatmap.ravel(), b.heatmap.ravel())[0, 1])
+    assert r >= least, r
+    return r
 
 
-def test_precision_comes_from_the_argument_then_the_environment(monkeypatch):
-    monkeypatch.setenv(PRECISION_ENV, "fp32")
-    assert resolve_precision() == "fp32"
-    assert resolve_precision("bf16") == "bf16"
-    monkeypatch.setenv(PRECISION_ENV, "BF16")
-    assert resolve_precision() == "bf16"
-    monkeypatch.delenv(PRECISION_ENV)
-    assert resolve_precision() == ("bf16" if bf16_supported() else "fp32")
-    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+def test_precision_choice(monkeypatch):
+    monkeypatch.setenv(serving.PRECISION_ENV, "fp32")
+    monkeypatch.setattr(serving, "bf16_supported", lambda: True)
+    assert resolve_precision() == "fp32"  # the environment sets the default where none is given
+    assert resolve_precision("auto") == resolve_precision(" BF16 ") == "bf16"
+    monkeypatch.delenv(serving.PRECISION_ENV)
+    assert resolve_precision() == resolve_precision(None) == "bf16"
+    monkeypatch.setattr(serving, "bf16_supported", lambda: False)
+    assert resolve_precision() == resolve_precision("auto") == "fp32"
+    with pytest.raises(UsageError, match="auto, fp32, bf16"):
         resolve_precision("fp8")
+    with pytest.raises(UsageError, match="auto, fp32, bf16"):
+        resolve_precision("int8")
+    assert resolve_precision("auto", torch.device("cuda")) in ("bf16", "fp16")  # no GPU needed to choose
 
 
-def test_auto_falls_back_to_fp32_without_native_bf16(monkeypatch, checkpoint_dir):
-    monkeypatch.delenv(PRECISION_ENV, raising=False)
+def test_auto_serves_fp32_through_onnxruntime_without_native_bf16(monkeypatch, checkpoint_dir):
+    monkeypatch.delenv(serving.PRECISION_ENV, raising=False)
     monkeypatch.setattr(serving, "bf16_supported", lambda: False)
     predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors")
-    assert predictor.precision == "fp32"
-    monkeypatch.setenv(PRECISION_ENV, "fp32")  # forcing fp32 also works where bf16 exists
-    monkeypatch.setattr(serving, "bf16_supported", lambda: True)
-    assert Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors").precision == "fp32"
+    assert predictor.precision == "fp32" and predictor.backend() == "onnxruntime-fp32"
+
+
+def test_auto_serves_bf16_where_the_cpu_has_it(checkpoint_dir):
+    if not bf16_supported():
+        pytest.skip("this CPU has no native bfloat16; the fp32 choice is tested above")
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors", precision="auto")
+    assert predictor.precision == "bf16" and predictor.backend() == "torchscript-bf16"
 
 
 _LAYERS = [(arch, layer) for arch in list_models() for layer in build_model(arch).cam_layers]
@@ -64,64 +85,140 @@ _LAYERS = [(arch, layer) for arch in list_models() for layer in build_model(arch
 @pytest.mark.parametrize("arch, layer", _LAYERS)
 def test_fp32_path_equals_the_whole_model_with_captum(checkpoint_dir, arch, layer):
     predictor = Predictor.from_checkpoint(checkpoint_dir / f"{arch}.safetensors", precision="fp32")
-    img = person_like(seed=3)
-    _, x, box = predictor.prepare(img)
-    model = predictor.model
-    reference = grad_cam(model, x, layer=model.cam_layer(layer))  # the whole model, hooks on that stage
-    pred = predictor.predict(img, layer=layer)
-    assert pred.layer == layer
-    probs = torch.softmax(reference.logits, dim=1)[0].tolist()
-    assert list(pred.probabilities.values()) == pytest.approx(probs, abs=1e-6)
-    expected = box.unletterbox(reference.cams[0])
-    assert expected.max() > 0
-    assert np.allclose(pred.heatmap, expected / expected.max(), atol=1e-5)
+    assert predictor.backend(layer) == "onnxruntime-fp32"
+    model, _ = load_checkpoint(checkpoint_dir / f"{arch}.safetensors")  # an independent eager copy
+    for img in _pictures(2):
+        _, x, box = predictor.prepare(img)
+        reference = grad_cam(model, x, layer=model.cam_layer(layer))  # the whole model, hooks on that stage
+        pred = predictor.predict(img, layer=layer)
+        assert pred.layer == layer
+        probs = torch.softmax(reference.logits, dim=1)[0].tolist()
+        assert list(pred.probabilities.values()) == pytest.approx(probs, abs=1e-5)
+        expected = box.unletterbox(reference.cams[0])
+        assert expected.max() > 0
+        assert np.allclose(pred.heatmap, expected / expected.max(), atol=1e-4)
 
 
-@needs_bf16
 @pytest.mark.parametrize("arch", list_models())
-def test_bf16_path_agrees_with_fp32(checkpoints_128, arch):
-    fast = Predictor.from_checkpoint(checkpoints_128[arch], precision="bf16")
+def test_bf16_agrees_with_fp32(checkpoints_128, arch, prob_tol=0.02, least=0.98):
     exact = Predictor.from_checkpoint(checkpoints_128[arch], precision="fp32")
+    fast = Predictor.from_checkpoint(checkpoints_128[arch], precision="bf16")
     assert fast.precision == "bf16"
-    shown = 0
-    for seed in range(3):
-        img = person_like(seed=seed)
-        a, b = exact.predict(img), fast.predict(img)
-        assert b.label == a.label
-        assert list(b.probabilities.values()) == pytest.approx(list(a.probabilities.values()), abs=0.01)
-        for target in CLASSES:  # each class, named
-            ca, cb = exact.predict(img, target=target), fast.predict(img, target=target)
-            _agree(ca, cb)
-            shown += not ca.cam_empty
-    assert shown >= 3  # most explanations had something to show, so the agreement was tested
-
-
-@needs_bf16
-def test_bf16_path_is_thread_safe(checkpoint_dir):
-    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="bf16")
-    images = [person_like(seed=s) for s in range(4)]
-    results: dict[int, object] = {}
-
-    def work(i: int) -> None:  # every thread's first call races for the one-time freeze
-        results[i] = predictor.predict(images[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, img in enumerate(images):
-        again = predictor.predict(img)
-        assert results[i].probabilities == pytest.approx(again.probabilities, abs=1e-6)
-        assert np.allclose(results[i].heatmap, again.heatmap, atol=1e-5)
-
-
-def test_batches_of_other_sizes_use_the_frozen_backbone(checkpoint_dir):
-    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors")
-    images = [person_like(seed=s) for s in range(3)]
-    batch = predictor.predict_batch(images)
+    if bf16_supported():
+        assert fast.backend() == "torchscript-bf16"
+    pearson = []
+    images = _pictures()
+    batch = fast.predict_batch(images)
     for img, b in zip(images, batch):
-        assert predictor.predict(img).probabilities == pytest.approx(b.probabilities, abs=1e-3)
+        a, single = exact.predict(img), fast.predict(img)
+        assert list(single.probabilities.values()) == pytest.approx(list(a.probabilities.values()), abs=prob_tol)
+        assert list(b.probabilities.values()) == pytest.approx(list(single.probabilities.values()), abs=1e-4)
+        for target in CLASSES:  # each class, named
+            r = _agree(exact.predict(img, target=target), fast.predict(img, target=target), least)
+            pearson += [] if r is None else [r]
+    assert len(pearson) >= 4  # most explanations had something to show, so the agreement was tested
+    assert np.median(pearson) >= 0.95
+
+
+class _Fault(Exception):
+    """Anything at all: not a RuntimeError, so a narrow `except` would let it through."""
+
+
+def _broken(kind: str):
+    """A backbone builder that fails the way `kind` says."""
+    def build(model, layer, size, *args, **kwargs):
+        if kind == "build":
+            raise _Fault("the engine could not be built")
+        if kind == "disagrees":
+            return Backbone("broken", lambda x: torch.zeros_like(backends.eager_backbone(model, layer)(x)))
+        if kind == "nan":
+            return Backbone("broken", lambda x: backends.eager_backbone(model, layer)(x) * float("nan"))
+        real = backends.eager_backbone(model, layer)
+        calls = []
+
+        def run(x):  # "runtime": agrees when checked, then fails while serving
+            calls.append(1)
+            if len(calls) > 2 * x.shape[0] + 1:
+                raise _Fault("the engine died")
+            return real(x)
+
+        return Backbone("broken", run)
+
+    return build
+
+
+@pytest.mark.parametrize("kind", ["build", "disagrees", "nan", "runtime"])
+@pytest.mark.parametrize("precision, engine", [("fp32", "ort_backbone"), ("bf16", "fused_bf16_backbone")])
+def test_a_fast_path_that_fails_in_any_way_is_replaced(monkeypatch, checkpoint_dir, kind, precision, engine):
+    exact = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="fp32")
+    img = person_like(seed=5)
+    a = exact.predict(img)
+    monkeypatch.setattr(serving, engine, _broken(kind))
+    fast = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision=precision)
+    with pytest.warns(RuntimeWarning, match="broken|could not be built|died"):
+        b = fast.predict(img)
+        b = fast.predict(img)  # "runtime" fails on this call, after passing the build check
+    assert fast.backend() != "broken"
+    assert list(b.probabilities.values()) == pytest.approx(list(a.probabilities.values()), abs=0.01)
+    _agree(a, b)
+
+
+def test_without_onnxruntime_fp32_is_served_eagerly(monkeypatch, checkpoint_dir):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import fails
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors", precision="fp32")
+    with pytest.warns(RuntimeWarning, match="fp32 fast path"):
+        assert predictor.backend() == "torch-fp32"
+    assert predictor.predict(person_like()).cam is not None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_first_calls_from_many_threads_build_once_and_agree(monkeypatch, checkpoint_dir, precision):
+    builds = []
+    for name in ("ort_backbone", "fused_bf16_backbone"):
+        real = getattr(serving, name)
+
+        def counted(*args, _real=real, **kwargs):
+            builds.append(args[1])
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(serving, name, counted)
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision=precision)
+    images = [person_like(seed=s) for s in range(6)]
+    layers = ["layer3", "layer4"] * 3
+    with ThreadPoolExecutor(max_workers=6) as pool:  # every thread's first call races for the builds
+        results = list(pool.map(lambda a: predictor.predict(a[0], layer=a[1]), zip(images, layers)))
+    assert sorted(builds) == ["layer3", "layer4"]
+    for img, layer, r in zip(images, layers, results):
+        again = predictor.predict(img, layer=layer)
+        assert r.probabilities == pytest.approx(again.probabilities, abs=1e-6)
+        assert np.allclose(r.heatmap, again.heatmap, atol=1e-5)
+
+
+def test_the_callers_model_is_left_untouched():
+    model = build_model("resnet14").train()
+    model.fc.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predictor = Predictor(model, ModelInfo("resnet14", CLASSES, 32), precision="fp32")
+    predictor.predict(person_like(), layer="layer2")
+    assert predictor.model is not model and model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not predictor.model.training  # and the served copy stays in eval mode after Grad-CAM
+    assert not any(p.requires_grad for p in predictor.model.parameters())
+
+
+def test_from_checkpoint_serves_the_loaded_model_without_copying(monkeypatch, checkpoint_dir):
+    import types
+
+    import posture.predict as predict
+
+    def no_copy(obj, memo=None):
+        raise AssertionError("from_checkpoint copied the model it had just loaded")
+
+    monkeypatch.setattr(predict, "copy", types.SimpleNamespace(deepcopy=no_copy))
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors", precision="fp32")
+    assert predictor.predict(person_like()).label in CLASSES
 
 
 def test_only_posture_models_are_served():
@@ -129,11 +226,36 @@ def test_only_posture_models_are_served():
         serving.ServingModel(nn.Conv2d(3, 4, 3), 32)
 
 
-def test_a_trained_head_change_is_seen_without_rebuilding():
-    """The head shares the model's linear layer: no stale copy of the classifier."""
-    model = build_model("resnet14")
-    predictor = Predictor(model, ModelInfo("resnet14", CLASSES, 32), precision="fp32")
-    assert predictor.serving.head("layer3").model.fc is model.fc
+def test_the_head_runs_on_the_served_model():
+    """The head shares the served model's modules: no stale copy of the classifier."""
+    predictor = Predictor(build_model("resnet14"), ModelInfo("resnet14", CLASSES, 32), precision="fp32")
+    assert predictor.serving.head("layer3").model.fc is predictor.model.fc
+    assert predictor.serving.head("layer2").model is predictor.model
+
+
+def test_the_fuser_switch_is_restored_after_building():
+    was_on = torch.jit.onednn_fusion_enabled()
+    model = build_model("resnet14", 2).eval()
+    features = backends.fused_bf16_backbone(model, "layer3", 64)(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, 64, 16, 16) and features.dtype == torch.float32
+    assert torch.jit.onednn_fusion_enabled() == was_on
+
+
+def test_the_build_check_uses_pictures_and_compares_batches():
+    inputs = backends.sample_inputs(64)
+    assert inputs.shape == (4, 3, 64, 64)
+    flat = [int((p[0].std(dim=1) < 1e-3).sum() + (p[0].std(dim=0) < 1e-3).sum()) for p in inputs[:3]]
+    assert all(p.std() > 0.1 for p in inputs) and max(flat) >= 2  # pictures, one at least letterboxed
+    model = build_model("resnet14").eval()
+    reference = backends.eager_backbone(model, "layer2")
+    calls = []
+
+    def only_batch_one_right(x):  # right one image at a time, wrong for a batch: the check must see it
+        calls.append(x.shape[0])
+        return reference(x) if x.shape[0] == 1 else torch.zeros_like(reference(x))
+
+    with pytest.raises(backends.BackboneMismatch):
+        backends.check_backbone(Backbone("b1", only_batch_one_right), reference, inputs, 0.01)
 
 
 @pytest.mark.parametrize("fmt, pil_format", [("jpeg", "JPEG"), ("png", "PNG"), ("JPG", "JPEG")])
@@ -149,28 +271,20 @@ def test_overlay_bytes_decode_to_the_overlay(checkpoint_dir, fmt, pil_format):
         pred.overlay_bytes(0.5, "gif")
 
 
-@needs_bf16
-@pytest.mark.parametrize("fault", ["disagrees", "fails"])
-def test_a_fused_backbone_that_disagrees_or_fails_is_replaced_by_the_plain_one(monkeypatch, checkpoint_dir, fault):
-    """The oneDNN-fused graph is checked against the plain frozen one when it is built."""
-    def broken_fuse(traced, example):
-        if fault == "fails":
-            return None  # what _fuse returns after the fuser raised
-        return lambda x: torch.zeros_like(traced(x))
-
-    exact = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="fp32")
-    monkeypatch.setattr(serving, "_fuse", broken_fuse)
-    fast = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="bf16")
-    img = person_like(seed=5)
-    a, b = exact.predict(img), fast.predict(img)
-    assert list(b.probabilities.values()) == pytest.approx(list(a.probabilities.values()), abs=0.01)
-    _agree(a, b)
+def test_explain_false_runs_the_whole_backbone_on_the_fast_path(checkpoint_dir):
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="fp32")
+    img = person_like(seed=1)
+    plain = predictor.predict(img, explain=False, layer="layer1")
+    assert set(predictor.serving._backbones) == {"layer4"}  # no layer1 backbone was built for it
+    explained = predictor.predict(img, layer="layer1")
+    assert plain.probabilities == pytest.approx(explained.probabilities, abs=1e-5)
 
 
-@needs_bf16
-def test_the_fuser_switch_is_restored_after_building():
-    was_on = torch.jit.onednn_fusion_enabled()
-    model = build_model("resnet14", 2).eval()
-    features = serving.ServingModel(model, 64, precision="bf16").features(torch.randn(2, 3, 64, 64), "layer3")
-    assert features.shape == (2, 64, 16, 16) and features.dtype == torch.float32
-    assert torch.jit.onednn_fusion_enabled() == was_on
+def test_a_thread_lock_is_not_held_while_serving(checkpoint_dir):
+    """Built backbones run without the build lock, so one slow build does not stall other layers' requests."""
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors", precision="fp32")
+    predictor.predict(person_like())
+    with predictor.serving._lock:  # a build in progress elsewhere
+        done = threading.Event()
+        threading.Thread(target=lambda: (predictor.predict(person_like(), explain=False), done.set())).start()
+        assert done.wait(20)

@@ -1,0 +1,193 @@
+"""Ways to run a model's backbone (its conv stages up to a layer), each checked against eager fp32 when built.
+
+- `torch-fp32`: eager torch on the model itself, the exact reference; also the GPU path
+  (under autocast there).
+- `onnxruntime-fp32`: the backbone exported with `torch.export` and run by ONNX Runtime's
+  CPU provider: the same numbers as eager fp32 (relative error ~1e-7), 2-3x faster on the
+  CPUs measured (benchmarks/results).
+- `torchscript-bf16`: a bfloat16 channels-last copy traced and frozen with TorchScript
+  (batch norm folded) and compiled by the oneDNN Graph fuser (conv + bias + add + ReLU
+  fused, weights pre-packed). Only worth it where the CPU computes bfloat16 natively
+  (AVX512-BF16 or AMX): there it is ~3x faster than ONNX Runtime fp32. The fuser specialises
+  on the input shape, so images go through one at a time. TorchScript is deprecated (and
+  unsupported on Python 3.14): if building it fails for any reason, serving falls back.
+
+Every fast backbone is compared with the reference on a few letterboxed synthetic pictures
+(and one noise image) when it is built; `BackboneMismatch` is raised if they disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import warnings
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from posture.models import PostureNet
+
+__all__ = [
+    "TOLERANCES",
+    "Backbone",
+    "BackboneMismatch",
+    "check_backbone",
+    "eager_backbone",
+    "fused_bf16_backbone",
+    "ort_backbone",
+    "sample_inputs",
+]
+
+# Largest relative L2 error of the feature maps over the check inputs, per precision.
+TOLERANCES = {"fp32": 1e-4, "bf16": 0.03}
+
+# These deprecation notices concern our internal use of TorchScript, not the user's code;
+# matched narrowly (message and module) so the user's own torch.jit calls still warn.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|trace_method|freeze)` is deprecated",
+                        category=FutureWarning, module=r"torch\.jit\._(trace|freeze)")
+
+
+class BackboneMismatch(RuntimeError):
+    """A fast backbone whose features differ from the eager fp32 model's beyond its tolerance."""
+
+
+class Backbone:
+    """(B, 3, S, S) float32 -> (B, C, h, w) float32 features on the input's device, no autograd graph."""
+
+    def __init__(self, name: str, run: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.name = name
+        self._run = run
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.name!r})"
+
+
+class _Features(nn.Module):
+    """`model.forward_features` through `layer`, as a module with one tensor in and one out."""
+
+    def __init__(self, model: PostureNet, layer: str) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = layer
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(image, upto=self.layer)
+
+
+def eager_backbone(model: PostureNet, layer: str, autocast: torch.dtype | None = None) -> Backbone:
+    """The model itself, eagerly (fp32, or under autocast on a GPU): the reference every other path is checked against."""
+    device = next(model.parameters()).device
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            return model.forward_features(x.to(device), upto=layer).float()
+
+    where = "" if device.type == "cpu" else f"@{device.type}"
+    return Backbone(f"torch-{_DTYPE_NAMES[autocast]}{where}", run)
+
+
+_DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _session_options():
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # follows OMP_NUM_THREADS / torch.set_num_threads
+    options.inter_op_num_threads = 1
+    # No busy-waiting after a run: the torch head, other requests or a training job need the cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only; they surface as exceptions anyway
+    return options
+
+
+def ort_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
+    """The backbone through `layer` exported to ONNX and run by ONNX Runtime's CPU provider in fp32."""
+    import onnxruntime as ort
+
+    from posture.export import onnx_bytes
+
+    features = _Features(model, layer).eval()
+    data = onnx_bytes(features, torch.zeros(1, 3, input_size, input_size), ["features"])
+    session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        (out,) = session.run(None, {"image": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
+        return torch.from_numpy(out)
+
+    return Backbone("onnxruntime-fp32", run)
+
+
+# The oneDNN fuser switch is process-wide: every TorchScript build runs alone, with the switch
+# on only inside this lock, so no other build's warm-up is fused by accident.
+_JIT_LOCK = threading.Lock()
+
+
+def fused_bf16_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
+    """A bfloat16, channels-last, frozen TorchScript copy of the backbone, compiled by the oneDNN Graph fuser."""
+    bf16 = torch.bfloat16
+    copy_ = _Features(copy.deepcopy(model), layer).eval().requires_grad_(False)
+    copy_ = copy_.to(dtype=bf16, memory_format=torch.channels_last)
+    example = torch.zeros(1, 3, input_size, input_size, dtype=bf16).contiguous(memory_format=torch.channels_last)
+    with _JIT_LOCK, torch.no_grad():
+        was_on = torch.jit.onednn_fusion_enabled()
+        torch.jit.enable_onednn_fusion(True)
+        try:
+            fused = torch.jit.freeze(torch.jit.trace(copy_, example))
+            for _ in range(3):  # the profiling executor profiles, then fuses for this shape: pay it here
+                fused(example)
+        finally:
+            torch.jit.enable_onednn_fusion(was_on)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            xb = x.to(bf16).contiguous(memory_format=torch.channels_last)
+            # The fused graph is batch-1, and its output may live in a buffer the next call reuses:
+            # each image's features are copied (to fp32) before the next image runs.
+            outs = [fused(xb[i : i + 1]).float() for i in range(xb.shape[0])]
+        return torch.cat(outs)  # made outside inference mode: a normal tensor Grad-CAM may use
+
+    return Backbone("torchscript-bf16", run)
+
+
+@lru_cache(maxsize=8)
+def _samples(size: int, mean: tuple[float, ...], std: tuple[float, ...], n: int) -> torch.Tensor:
+    from posture.images import load_image
+    from posture.preprocess import to_input
+    from posture.synth import SynthConfig, render_indexed
+
+    config = SynthConfig(size_range=(max(96, size), max(96, size) + 64))
+    pictures = [to_input(load_image(render_indexed(2024, i, config)[0]), size, mean, std)[0] for i in range(n - 1)]
+    noise = torch.randn(3, size, size, generator=torch.Generator().manual_seed(0))
+    return torch.stack([*pictures, noise])  # (n, 3, S, S)
+
+
+def sample_inputs(
+    size: int, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225), n: int = 4
+) -> torch.Tensor:
+    """(n, 3, size, size) model inputs: n - 1 letterboxed synthetic side-view pictures and one noise image."""
+    return _samples(size, tuple(mean), tuple(std), n).clone()
+
+
+def check_backbone(candidate: Backbone, reference: Backbone, inputs: torch.Tensor, tolerance: float) -> float:
+    """Compare two backbones on `inputs` (one image at a time and as a batch); -> relative error.
+
+    Raises BackboneMismatch if the shapes differ, anything is not finite, or the relative L2
+    error of the feature maps exceeds `tolerance`.
+    """
+    want = reference(inputs)
+    for got in (candidate(inputs), torch.cat([candidate(x[None]) for x in inputs])):
+        if got.shape != want.shape:
+            raise BackboneMismatch(f"{candidate.name}: features {tuple(got.shape)}, expected {tuple(want.shape)}")
+        if not bool(torch.isfinite(got).all()):
+            raise BackboneMismatch(f"{candidate.name}: features are not finite")
+        error = float((got.float().cpu() - want.cpu()).norm() / want.norm().clamp_min(1e-12))
+        if not error <= tolerance:
+            raise BackboneMismatch(f"{candidate.name}: relative error {error:.2e} over the tolerance {tolerance:.0e}")
+    return error
