@@ -42,9 +42,10 @@ class FeatureGate(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, D) pooled features -> (B,) logit: positive within the threshold, negative beyond."""
-        if not self.fitted:
-            return torch.full(pooled.shape[:1], float("inf"), device=pooled.device)
-        return (self.threshold - self.distance(pooled)) / self.scale
+        # No branch on the buffers' values, so the gate can be exported (torch.export, ONNX);
+        # an unfitted gate (threshold inf) passes every picture.
+        logit = (self.threshold - self.distance(pooled)) / self.scale
+        return torch.where(torch.isfinite(self.threshold), logit, torch.full_like(logit, float("inf")))
 
     @torch.no_grad()
     def fit(self, features: torch.Tensor, labels: torch.Tensor, held_back: torch.Tensor,
