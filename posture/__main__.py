@@ -1,4 +1,4 @@
-"""Command line: `python -m posture {predict,models,synth,train,evaluate,heldout} ...`.
+"""Command line: `python -m posture {predict,models,export,synth,train,evaluate,heldout} ...`.
 
 User mistakes (a bad image, a missing checkpoint, a wrong folder layout) print one
 line to stderr and exit with status 2; no traceback.
@@ -18,6 +18,7 @@ from posture.errors import PostureError, UsageError
 from posture.train_cli import (
     add_evaluate_arguments,
     add_heldout_arguments,
+    add_serving_arguments,
     add_train_arguments,
     evaluate_main,
     heldout_main,
@@ -31,7 +32,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from posture.batch import BatchWriter, find_images, score_files
     from posture.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(args.model)
+    predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device)
     if args.target is not None:
         predictor.class_index(args.target)  # fail before any image is read
     if args.layer is not None and args.layer not in predictor.cam_layers:
@@ -90,6 +91,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 1 if any(s.error for s in summaries) else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from posture.checkpoints import load_checkpoint, resolve_checkpoint
+    from posture.export import export_onnx
+
+    model, info = load_checkpoint(resolve_checkpoint(args.model))
+    out = export_onnx(model, info, args.out)
+    print(json.dumps({"onnx": str(out), "bytes": out.stat().st_size}) if args.json else f"wrote {out}")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from posture.synth import synth_main
 
@@ -112,12 +123,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images decoded and run together")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--quiet", action="store_true", help="no per-image lines or progress bar")
+    add_serving_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("models", help="list bundled (and given) checkpoints with their metadata")
     p.add_argument("paths", nargs="*", metavar="CHECKPOINT")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("export", help="write a checkpoint as an ONNX file (every output, metadata included)")
+    p.add_argument("model", metavar="MODEL", help="bundled model name or checkpoint path")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="file format (default: onnx)")
+    p.add_argument("--out", required=True, help="file to write (.onnx)")
+    p.add_argument("--json", action="store_true", help="print the written file as JSON")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="fine-tune or train a model on a class-per-folder dataset")
     add_train_arguments(p)

@@ -14,8 +14,8 @@ from tqdm import tqdm
 from posture.fit import LossWeights, TrainEvent
 from posture.models import list_models
 
-__all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_train_arguments", "evaluate_main",
-           "heldout_main", "train_main"]
+__all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_serving_arguments", "add_train_arguments",
+           "evaluate_main", "heldout_main", "train_main"]
 
 
 def _styles(text: str | None) -> tuple[str, ...]:
@@ -130,6 +130,18 @@ def train_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_serving_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of commands that run a model: `--device` and `--precision`."""
+    from posture.devices import DEVICES
+    from posture.serving import PRECISIONS
+
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda, then mps, then cpu (default: auto)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="backbone precision (default: $POSTURE_PRECISION, else auto: bf16 where the CPU computes "
+                        "it natively, else fp32)")
+    return p
+
+
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The `evaluate` options."""
     p.add_argument("--model", required=True, help="bundled model name or checkpoint path")
@@ -142,6 +154,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="measure Grad-CAM localisation of every layer on this (validation) data and record "
                         "the best as the checkpoint's default explained layer")
     p.add_argument("--json", action="store_true")
+    add_serving_arguments(p)
     return p
 
 
@@ -177,7 +190,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
             f"{name}: mass in box {v['cam_mass_in_box']:.3f}, pointing game {v['pointing_game']:.3f}"
             + ("  <- recorded as the default" if name == best else "") for name, v in scores.items()))
         return 0
-    predictor = Predictor.from_checkpoint(args.model)
+    predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device)
     with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
         def on_progress(done: int, total: int) -> None:
             bar.total, bar.n = total, done

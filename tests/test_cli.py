@@ -62,6 +62,19 @@ def test_user_mistakes_exit_nonzero_without_traceback(checkpoint_dir, image_file
     assert "Traceback" not in r.stderr and r.stderr.strip()
 
 
+def test_predict_on_a_chosen_device_and_precision(checkpoint_dir, image_file):
+    model = checkpoint_dir / "resnet14.safetensors"
+    r = run_cli("predict", image_file, "--model", model, "--device", "cpu", "--precision", "fp32", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["label"] in ("normal", "turtle_neck")
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}  # whatever this machine has, torch then sees no CUDA device
+    r = run_cli("predict", image_file, "--model", model, "--device", "cuda", env=no_gpu)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'cuda' is not available on this machine" in r.stderr
+    r = run_cli("predict", image_file, "--model", model, "--device", "tpu")
+    assert r.returncode == 2 and "invalid choice: 'tpu'" in r.stderr
+
+
 def test_models_lists_bundled_and_given_checkpoints(checkpoint_dir, tmp_path):
     extra = tmp_path / "mine.safetensors"
     extra.write_bytes((checkpoint_dir / "resnet14.safetensors").read_bytes())

@@ -88,7 +88,8 @@ def test_evaluate_cli_json_and_record(checkpoint_dir, synth_set, tmp_path):
     path = tmp_path / "m.safetensors"
     path.write_bytes((checkpoint_dir / "resnet14.safetensors").read_bytes())
     r = subprocess.run([sys.executable, "-m", "posture", "evaluate", "--model", str(path), "--data",
-                        str(synth_set), "--json", "--record-as", "test"], capture_output=True, text=True,
+                        str(synth_set), "--json", "--record-as", "test", "--device", "cpu", "--precision", "fp32"],
+                       capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n"] == 16

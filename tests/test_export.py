@@ -1,0 +1,116 @@
+"""ONNX export: the file gives the torch model's outputs (logits within 1e-4), carries its metadata,
+takes any batch size, and leaves the caller's model as it was; the CLI writes it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import CLASSES, person_like
+from posture.__main__ import main
+from posture.checkpoints import ModelInfo, load_checkpoint
+from posture.errors import UsageError
+from posture.export import export_onnx
+from posture.models import build_model, list_models
+from posture.predict import Predictor
+
+
+def _session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _inputs(predictor: Predictor, n: int = 3) -> torch.Tensor:
+    """(n + 1, 3, S, S): letterboxed pictures as the predictor prepares them, and one noise image."""
+    pictures = [predictor.prepare(person_like(160 + 20 * i, 120, seed=i))[1] for i in range(n)]
+    noise = torch.randn(1, 3, predictor.info.input_size, predictor.info.input_size,
+                        generator=torch.Generator().manual_seed(0))
+    return torch.cat([*pictures, noise])
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_exported_logits_match_the_torch_model(tmp_path, checkpoint_dir, arch):
+    model, info = load_checkpoint(checkpoint_dir / f"{arch}.safetensors")
+    path = export_onnx(model, info, tmp_path / f"{arch}.onnx")
+    session = _session(path)
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    x = _inputs(Predictor(model, info, precision="fp32"))
+    with torch.no_grad():
+        want = model(x).numpy()
+    (batch,) = session.run(None, {"image": x.numpy()})
+    singles = np.concatenate([session.run(None, {"image": x[i : i + 1].numpy()})[0] for i in range(len(x))])
+    assert batch.shape == want.shape == (len(x), len(CLASSES))
+    assert np.abs(batch - want).max() <= 1e-4
+    assert np.abs(singles - want).max() <= 1e-4  # the batch dimension is dynamic
+    assert np.abs(want).max() > 1e-3  # logits that say something: the tolerance is a real check
+
+
+def test_metadata_describes_the_model(tmp_path, checkpoint_dir):
+    model, info = load_checkpoint(checkpoint_dir / "resnet14.safetensors")
+    info.cva_threshold = 48.0
+    path = export_onnx(model, info, tmp_path / "sub" / "m.onnx")  # the folder is made
+    meta = _session(path).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == info.class_names == CLASSES
+    assert int(meta["input_size"]) == info.input_size
+    assert json.loads(meta["mean"]) == pytest.approx(info.mean) and json.loads(meta["std"]) == pytest.approx(info.std)
+    assert json.loads(meta["outputs"]) == ["logits"] and json.loads(meta["heads"]) == []
+    assert meta["arch"] == "resnet14" and float(meta["cva_threshold"]) == 48.0
+    onnx.checker.check_model(onnx.load(str(path)))
+    image = _session(path).get_inputs()[0]
+    assert image.name == "image" and image.shape[1:] == [3, info.input_size, info.input_size]
+
+
+def test_extra_heads_are_outputs_and_match(tmp_path):
+    torch.manual_seed(3)
+    model = build_model("resnet14", len(CLASSES)).add_heads(["cva", "side_view", "gate"]).eval()
+    x = torch.randn(12, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # fit the gate tightly, so it decides some side-view logits
+        pooled = model.pool(model.forward_features(torch.randn(40, 3, 64, 64)))
+        model.heads["gate"].fit(pooled[:30], torch.arange(30) % 2, pooled[30:], quantile=0.5)
+        want = model.forward_outputs(x)
+        features = model.pool(model.forward_features(x))
+        gated = model.heads["gate"](features) < model.heads["side_view"](features)[:, 0]
+    assert gated.any() and not gated.all()  # both the head and the gate decide some outputs
+    info = ModelInfo("resnet14", list(CLASSES), 64, heads=model.head_names)
+    session = _session(export_onnx(model, info, tmp_path / "heads.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["logits", "cva_deg", "side_view_logit"]
+    got = dict(zip(names, session.run(None, {"image": x.numpy()})))
+    assert np.abs(got["logits"] - want.logits.numpy()).max() <= 1e-4
+    assert np.allclose(got["cva_deg"], want.cva_deg.numpy(), atol=1e-3)
+    assert np.allclose(got["side_view_logit"], want.side_view_logit.numpy(), rtol=1e-4, atol=1e-3)
+    assert json.loads(session.get_modelmeta().custom_metadata_map["outputs"]) == names
+
+
+def test_the_callers_model_is_left_as_it_was(tmp_path):
+    model = build_model("resnet14", len(CLASSES)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, ModelInfo("resnet14", list(CLASSES), 32), tmp_path / "m.onnx")
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_refusals(tmp_path):
+    model = build_model("resnet14", len(CLASSES))
+    with pytest.raises(UsageError, match=r"\.onnx"):
+        export_onnx(model, ModelInfo("resnet14", list(CLASSES), 32), tmp_path / "m.safetensors")
+    with pytest.raises(UsageError, match="3 classes"):
+        export_onnx(build_model("resnet14", 3), ModelInfo("resnet14", list(CLASSES), 32), tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match="posture models"):
+        export_onnx(torch.nn.Linear(2, 2), ModelInfo("resnet14", list(CLASSES), 32), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_cli_export(tmp_path, checkpoint_dir, capsys):
+    out = tmp_path / "resnet14.onnx"
+    assert main(["export", str(checkpoint_dir / "resnet14.safetensors"), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"onnx": str(out), "bytes": out.stat().st_size} and out.stat().st_size > 100_000
+    assert json.loads(_session(out).get_modelmeta().custom_metadata_map["class_names"]) == CLASSES
+    assert main(["export", str(checkpoint_dir / "resnet14.safetensors"), "--out", str(tmp_path / "x.bin")]) == 2
+    assert ".onnx" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
