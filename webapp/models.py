@@ -78,7 +78,7 @@ class ModelList:
             return self._loaded[key]
 
     def _load(self, path: Path, name: str) -> Predictor:
-        predictor = Predictor.from_checkpoint(path, precision=self.settings.precision)
+        predictor = Predictor.from_checkpoint(path, precision=self.settings.precision, device=self.settings.device)
         predictor.name = name
         return predictor
 
