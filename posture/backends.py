@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -31,6 +32,7 @@ from torch import nn
 from posture.models import PostureNet
 
 __all__ = [
+    "EXPORT_GUARD",
     "TOLERANCES",
     "Backbone",
     "BackboneMismatch",
@@ -107,6 +109,51 @@ def _session_options():
     return options
 
 
+class ExportGuard:
+    """Keeps `torch.export` apart from every other model call in the process.
+
+    While `torch.export` traces a module it patches `nn.Module.__call__` for the whole process, so
+    a forward pass running in another thread at that moment is caught by the tracer and fails
+    (and the export with it). Model calls on request paths hold `running()` (many at once);
+    an export holds `exporting()` (alone, and waiting calls let it go first).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._exporting = False
+        self._waiting = 0  # exports waiting: new calls wait behind them
+
+    @contextmanager
+    def running(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exporting and not self._waiting)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exporting(self):
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._exporting and not self._running)
+            self._waiting -= 1
+            self._exporting = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exporting = False
+                self._cond.notify_all()
+
+
+EXPORT_GUARD = ExportGuard()
+
+
 def ort_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
     """The backbone through `layer` exported to ONNX and run by ONNX Runtime's CPU provider in fp32."""
     import onnxruntime as ort
@@ -114,7 +161,8 @@ def ort_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
     from posture.export import onnx_bytes
 
     features = _Features(model, layer).eval()
-    data = onnx_bytes(features, torch.zeros(1, 3, input_size, input_size), ["features"])
+    with EXPORT_GUARD.exporting():
+        data = onnx_bytes(features, torch.zeros(1, 3, input_size, input_size), ["features"])
     session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
 from posture.devices import resolve_device
 from posture.errors import UsageError
+from posture.backends import EXPORT_GUARD
 from posture.explain import grad_cam
 from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
 from posture.models import ModelOutput
@@ -232,12 +233,14 @@ class Predictor:
         if not explain:  # the whole backbone on the fast path; only pooling and the heads in torch
             layer = self.model.stage_names[-1]
         head = self.serving.head(layer)
-        features = self.serving.features(x.to(self.device), layer)
-        if explain:
-            result = grad_cam(head, features, target=index, layer=head.cam)
-            return _on_cpu(result.outputs), result.cams.float().cpu(), result.targets.tolist()
-        with torch.inference_mode():
-            return _on_cpu(head(features)), None, None
+        self.serving.backend(layer)  # built (and, for ONNX Runtime, exported) before any model call below
+        with EXPORT_GUARD.running():
+            features = self.serving.features(x.to(self.device), layer)
+            if explain:
+                result = grad_cam(head, features, target=index, layer=head.cam)
+                return _on_cpu(result.outputs), result.cams.float().cpu(), result.targets.tolist()
+            with torch.inference_mode():
+                return _on_cpu(head(features)), None, None
 
 
 def _on_cpu(out: ModelOutput) -> ModelOutput:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from posture.backends import (
+    EXPORT_GUARD,
     TOLERANCES,
     Backbone,
     check_backbone,
@@ -179,7 +180,8 @@ class ServingModel:
         for precision, build in candidates[:-1]:
             try:
                 backbone = build()
-                check_backbone(backbone, reference, inputs, TOLERANCES[precision])
+                with EXPORT_GUARD.running():  # the check runs the eager model: not while another thread exports
+                    check_backbone(backbone, reference, inputs, TOLERANCES[precision])
                 return backbone
             except Exception as exc:  # noqa: BLE001 - any failure of a fast path means: use the next one
                 warnings.warn(f"serving {layer} without the {precision} fast path ({type(exc).__name__}: {exc})",

@@ -288,3 +288,43 @@ def test_a_thread_lock_is_not_held_while_serving(checkpoint_dir):
         done = threading.Event()
         threading.Thread(target=lambda: (predictor.predict(person_like(), explain=False), done.set())).start()
         assert done.wait(20)
+
+
+def test_an_export_waits_for_running_model_calls_and_new_calls_wait_for_it():
+    import threading
+    import time
+
+    from posture.backends import ExportGuard
+
+    guard, order = ExportGuard(), []
+    release = threading.Event()
+
+    def call():
+        with guard.running():
+            order.append("call started")
+            release.wait(5)
+            order.append("call ended")
+
+    def export():
+        with guard.exporting():
+            order.append("export")
+
+    def late_call():
+        with guard.running():
+            order.append("late call")
+
+    first = threading.Thread(target=call)
+    first.start()
+    while "call started" not in order:
+        time.sleep(0.01)
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    time.sleep(0.2)
+    late = threading.Thread(target=late_call)  # arrives while the export waits: goes after it
+    late.start()
+    time.sleep(0.2)
+    assert order == ["call started"]
+    release.set()
+    for t in (first, exporter, late):
+        t.join(5)
+    assert order == ["call started", "call ended", "export", "late call"]
