@@ -159,7 +159,7 @@ def _targets() -> list[str]:
                          f"min {a['gradcam_pearson_min']}"))
     if ld:
         rows.append(("load: zero errors while training", ld["errors"] == 0, f"{ld['errors']} errors, p95 {ld['p95_s']} s"))
-    out = ["## Targets (issue 5)", "", "| target | met | measured |", "|---|---|---|"]
+    out = ["## Targets", "", "| target | met | measured |", "|---|---|---|"]
     out += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in rows]
     return out + [""]
 
