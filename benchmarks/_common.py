@@ -56,8 +56,15 @@ def machine() -> dict:
     }
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict:
-    """Run each candidate once per round, rotating the order; -> {name: {median_ms, min_ms, times_ms}}."""
+def interleaved(candidates: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1,
+                block: int = 1) -> dict:
+    """Run each candidate once per round, rotating the order; -> {name: {median_ms, min_ms, times_ms}}.
+
+    With `block` > 1 a candidate's turn is a 50 ms pause, one untimed call, then `block` timed
+    calls whose median is that round's time: each path is measured in steady state, not in the
+    wake of the path before it (ONNX Runtime's spinning threads, for one, slow whatever runs
+    right after them).
+    """
     names = list(candidates)
     for _ in range(warmup):
         for name in names:
@@ -66,9 +73,15 @@ def interleaved(candidates: dict[str, Callable[[], object]], rounds: int = 7, wa
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            start = time.perf_counter()
-            candidates[name]()
-            times[name].append((time.perf_counter() - start) * 1000.0)
+            if block > 1:
+                time.sleep(0.05)  # the previous path's worker threads go idle
+                candidates[name]()
+            turn = []
+            for _ in range(block):
+                start = time.perf_counter()
+                candidates[name]()
+                turn.append((time.perf_counter() - start) * 1000.0)
+            times[name].append(statistics.median(turn))
     return {
         n: {"median_ms": round(statistics.median(t), 2), "min_ms": round(min(t), 2), "times_ms": [round(x, 2) for x in t]}
         for n, t in times.items()

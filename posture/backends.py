@@ -4,7 +4,8 @@
   (under autocast there).
 - `onnxruntime-fp32`: the backbone exported with `torch.export` and run by ONNX Runtime's
   CPU provider: the same numbers as eager fp32 (relative error ~1e-7), 2-3x faster on the
-  CPUs measured (benchmarks/results).
+  CPUs measured (benchmarks/results). `ort_outputs` runs the whole model (pooling and every
+  head too) this way, for predictions without Grad-CAM.
 - `torchscript-bf16`: a bfloat16 channels-last copy traced and frozen with TorchScript
   (batch norm folded) and compiled by the oneDNN Graph fuser (conv + bias + add + ReLU
   fused, weights pre-packed). Only worth it where the CPU computes bfloat16 natively
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from posture.models import PostureNet
+from posture.models import ModelOutput, PostureNet
 
 __all__ = [
     "EXPORT_GUARD",
@@ -40,6 +41,7 @@ __all__ = [
     "eager_backbone",
     "fused_bf16_backbone",
     "ort_backbone",
+    "ort_outputs",
     "sample_inputs",
 ]
 
@@ -172,6 +174,29 @@ def ort_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
     return Backbone("onnxruntime-fp32", run)
 
 
+def ort_outputs(model: PostureNet, input_size: int) -> Backbone:
+    """The whole model (logits and every auxiliary head) in ONNX Runtime fp32: -> ModelOutput.
+
+    What a prediction without Grad-CAM runs: nothing is left to torch, so no torch op (with
+    its own thread pool) runs between two ONNX Runtime calls.
+    """
+    import onnxruntime as ort
+
+    from posture.export import AllOutputs, onnx_bytes, output_names
+
+    names = output_names(model)
+    with EXPORT_GUARD.exporting():
+        data = onnx_bytes(AllOutputs(model).eval(), torch.zeros(1, 3, input_size, input_size), names)
+    session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> ModelOutput:
+        outs = session.run(None, {"image": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
+        values = dict(zip(names, (torch.from_numpy(o) for o in outs)))
+        return ModelOutput(values["logits"], values.get("cva_deg"), values.get("side_view_logit"))
+
+    return Backbone("onnxruntime-fp32", run)
+
+
 # The oneDNN fuser switch is process-wide: every TorchScript build runs alone, with the switch
 # on only inside this lock, so no other build's warm-up is fused by accident.
 _JIT_LOCK = threading.Lock()
@@ -223,19 +248,41 @@ def sample_inputs(
     return _samples(size, tuple(mean), tuple(std), n).clone()
 
 
-def check_backbone(candidate: Backbone, reference: Backbone, inputs: torch.Tensor, tolerance: float) -> float:
-    """Compare two backbones on `inputs` (one image at a time and as a batch); -> relative error.
+def _tensors(out: torch.Tensor | ModelOutput) -> dict[str, torch.Tensor]:
+    if isinstance(out, ModelOutput):
+        return {k: v for k, v in vars(out).items() if v is not None}
+    return {"features": out}
 
-    Raises BackboneMismatch if the shapes differ, anything is not finite, or the relative L2
-    error of the feature maps exceeds `tolerance`.
+
+def check_backbone(candidate: Backbone, reference: Backbone, inputs: torch.Tensor, tolerance: float) -> float:
+    """Compare two backbones (or whole models) on `inputs`, one image at a time and as a batch; -> relative error.
+
+    Raises BackboneMismatch if the outputs or their shapes differ, a value is not finite where
+    the reference's is, or the relative L2 error of any output exceeds `tolerance`.
     """
-    want = reference(inputs)
-    for got in (candidate(inputs), torch.cat([candidate(x[None]) for x in inputs])):
-        if got.shape != want.shape:
-            raise BackboneMismatch(f"{candidate.name}: features {tuple(got.shape)}, expected {tuple(want.shape)}")
-        if not bool(torch.isfinite(got).all()):
-            raise BackboneMismatch(f"{candidate.name}: features are not finite")
-        error = float((got.float().cpu() - want.cpu()).norm() / want.norm().clamp_min(1e-12))
-        if not error <= tolerance:
-            raise BackboneMismatch(f"{candidate.name}: relative error {error:.2e} over the tolerance {tolerance:.0e}")
-    return error
+    want = _tensors(reference(inputs))
+    worst = 0.0
+    for got in (_tensors(candidate(inputs)), _tensors(_cat([candidate(x[None]) for x in inputs]))):
+        if got.keys() != want.keys():
+            raise BackboneMismatch(f"{candidate.name}: outputs {sorted(got)}, expected {sorted(want)}")
+        for name, w in want.items():
+            g = got[name].float().cpu()
+            w = w.float().cpu()
+            if g.shape != w.shape:
+                raise BackboneMismatch(f"{candidate.name}: {name} {tuple(g.shape)}, expected {tuple(w.shape)}")
+            finite = torch.isfinite(w)
+            if not (bool(torch.isfinite(g[finite]).all()) and bool((g[~finite] == w[~finite]).all())):
+                raise BackboneMismatch(f"{candidate.name}: {name} is not finite")
+            error = float((g[finite] - w[finite]).norm() / w[finite].norm().clamp_min(1e-12))
+            if not error <= tolerance:
+                raise BackboneMismatch(f"{candidate.name}: {name}: relative error {error:.2e} "
+                                       f"over the tolerance {tolerance:.0e}")
+            worst = max(worst, error)
+    return worst
+
+
+def _cat(outs: list) -> torch.Tensor | ModelOutput:
+    if isinstance(outs[0], ModelOutput):
+        return ModelOutput(*(None if getattr(outs[0], f) is None else torch.cat([getattr(o, f) for o in outs])
+                             for f in ("logits", "cva_deg", "side_view_logit")))
+    return torch.cat(outs)

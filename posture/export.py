@@ -25,7 +25,7 @@ from posture.checkpoints import ModelInfo
 from posture.errors import UsageError
 from posture.models import PostureNet
 
-__all__ = ["export_onnx", "onnx_bytes", "onnx_metadata", "output_names"]
+__all__ = ["AllOutputs", "export_onnx", "onnx_bytes", "onnx_metadata", "output_names"]
 
 _MAX_BATCH = 4096
 
@@ -40,7 +40,7 @@ def onnx_bytes(module: nn.Module, example: torch.Tensor, outputs: Sequence[str],
     return program.model_proto.SerializeToString()
 
 
-class _AllOutputs(nn.Module):
+class AllOutputs(nn.Module):
     """A PostureNet's logits and every auxiliary head's output, as a tuple (what ONNX outputs are)."""
 
     def __init__(self, model: PostureNet) -> None:
@@ -89,7 +89,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path) -> Path:
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"{out}: an ONNX file name ends in .onnx")
-    wrapper = _AllOutputs(copy.deepcopy(model).float().cpu()).eval().requires_grad_(False)
+    wrapper = AllOutputs(copy.deepcopy(model).float().cpu()).eval().requires_grad_(False)
     example = torch.zeros(1, 3, info.input_size, info.input_size)
     outputs = output_names(model)
     proto = onnx.load_from_string(onnx_bytes(wrapper, example, outputs))

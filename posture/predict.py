@@ -230,17 +230,16 @@ class Predictor:
         self, x: torch.Tensor, index: int | None, explain: bool, layer: str
     ) -> tuple[ModelOutput, torch.Tensor | None, list[int] | None]:
         """(B, 3, S, S) -> outputs (on the CPU), Grad-CAMs (B, h, w) or None, explained class per image or None."""
-        if not explain:  # the whole backbone on the fast path; only pooling and the heads in torch
-            layer = self.model.stage_names[-1]
+        if not explain:  # the whole model on the fast path
+            self.serving.outputs_backend()  # built (and exported) before any model call below
+            with EXPORT_GUARD.running():
+                return _on_cpu(self.serving.outputs(x.to(self.device))), None, None
         head = self.serving.head(layer)
         self.serving.backend(layer)  # built (and, for ONNX Runtime, exported) before any model call below
         with EXPORT_GUARD.running():
             features = self.serving.features(x.to(self.device), layer)
-            if explain:
-                result = grad_cam(head, features, target=index, layer=head.cam)
-                return _on_cpu(result.outputs), result.cams.float().cpu(), result.targets.tolist()
-            with torch.inference_mode():
-                return _on_cpu(head(features)), None, None
+            result = grad_cam(head, features, target=index, layer=head.cam)
+            return _on_cpu(result.outputs), result.cams.float().cpu(), result.targets.tolist()
 
 
 def _on_cpu(out: ModelOutput) -> ModelOutput:

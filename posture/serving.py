@@ -4,6 +4,8 @@ The backbone (the conv stages up to the layer Grad-CAM explains) runs on the fas
 this machine has (`posture.backends`); the head (any later stages, pooling, the classifier
 and the auxiliary heads) stays in eager fp32 torch behind an identity layer on which
 Captum's Grad-CAM hooks, so one backbone pass gives the outputs and the explanation.
+A prediction without Grad-CAM (`ServingModel.outputs`) runs the whole model in ONNX Runtime
+when serving fp32 on a CPU, as fast as ONNX Runtime itself (benchmarks/bench_engine.py).
 
 `precision` picks the path on the CPU:
 
@@ -38,6 +40,7 @@ from posture.backends import (
     eager_backbone,
     fused_bf16_backbone,
     ort_backbone,
+    ort_outputs,
     sample_inputs,
 )
 from posture.cpu import bf16_supported
@@ -114,6 +117,8 @@ class ServingModel:
         self.mean, self.std = tuple(mean), tuple(std)
         self._heads: dict[str, _Head] = {}
         self._backbones: dict[str, Backbone] = {}
+        self._whole: Backbone | None = None  # the whole-model path, once built; see outputs()
+        self._whole_built = False
         self._lock = threading.Lock()
 
     def head(self, layer: str) -> _Head:
@@ -146,6 +151,60 @@ class ServingModel:
             out = reference(x)
         return out.to(self.device)
 
+    def outputs(self, x: torch.Tensor) -> ModelOutput:
+        """(B, 3, S, S) fp32 -> every output of the model, without Grad-CAM or an autograd graph.
+
+        In fp32 on a CPU the whole model runs in ONNX Runtime (checked against eager fp32 when
+        built); otherwise, or if that path fails, the last stage's backbone and then the head.
+        """
+        whole = self._whole_model()
+        if whole is not None:
+            try:
+                return whole(x)
+            except Exception as exc:  # noqa: BLE001 - as in features(): fall back, never fail a prediction
+                warnings.warn(f"{whole.name} (whole model) failed while serving ({type(exc).__name__}: {exc}); "
+                              "falling back to backbone and head", RuntimeWarning, stacklevel=2)
+                with self._lock:
+                    self._whole = None
+        last = self.model.stage_names[-1]
+        features = self.features(x, last)
+        with torch.inference_mode():
+            return self.head(last)(features)
+
+    def outputs_backend(self) -> str:
+        """What computes `outputs()` (building it if needed), e.g. "onnxruntime-fp32" or "torchscript-bf16 + torch head"."""
+        whole = self._whole_model()
+        return whole.name if whole is not None else f"{self.backend(self.model.stage_names[-1])} + torch head"
+
+    def _eager_outputs(self, x: torch.Tensor) -> ModelOutput:
+        with torch.no_grad():
+            return self.model.forward_outputs(x)
+
+    def _whole_model(self) -> Backbone | None:
+        if self._whole_built:
+            return self._whole
+        with self._lock:
+            if not self._whole_built:
+                if self.device.type == "cpu" and self.precision == "fp32":
+                    self._whole = self._checked(
+                        "fp32", lambda: ort_outputs(self.model, self.input_size),
+                        Backbone("torch-fp32", self._eager_outputs), "the whole model")
+                self._whole_built = True
+            return self._whole
+
+    def _checked(self, precision: str, build: Callable[[], Backbone], reference: Backbone, what: str) -> Backbone | None:
+        """`build()` if it builds and agrees with `reference` on sample inputs, else None (with a warning)."""
+        inputs = sample_inputs(self.input_size, self.mean, self.std)
+        try:
+            candidate = build()
+            with EXPORT_GUARD.running():  # the check runs the eager model: not while another thread exports
+                check_backbone(candidate, reference, inputs, TOLERANCES[precision])
+            return candidate
+        except Exception as exc:  # noqa: BLE001 - any failure of a fast path means: use the next one
+            warnings.warn(f"serving {what} without the {precision} fast path ({type(exc).__name__}: {exc})",
+                          RuntimeWarning, stacklevel=4)
+            return None
+
     def _reference(self, layer: str) -> Backbone:
         return eager_backbone(self.model, layer)
 
@@ -175,15 +234,9 @@ class ServingModel:
         candidates = self._candidates(layer)
         if len(candidates) == 1:  # a GPU: torch is the path (autocast is torch's own, not checked here)
             return candidates[0][1]()
-        inputs = sample_inputs(self.input_size, self.mean, self.std)
         reference = self._reference(layer)
         for precision, build in candidates[:-1]:
-            try:
-                backbone = build()
-                with EXPORT_GUARD.running():  # the check runs the eager model: not while another thread exports
-                    check_backbone(backbone, reference, inputs, TOLERANCES[precision])
+            backbone = self._checked(precision, build, reference, layer)
+            if backbone is not None:
                 return backbone
-            except Exception as exc:  # noqa: BLE001 - any failure of a fast path means: use the next one
-                warnings.warn(f"serving {layer} without the {precision} fast path ({type(exc).__name__}: {exc})",
-                              RuntimeWarning, stacklevel=3)
         return reference

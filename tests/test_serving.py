@@ -20,7 +20,7 @@ from posture.backends import Backbone
 from posture.checkpoints import ModelInfo, load_checkpoint
 from posture.errors import UsageError
 from posture.explain import grad_cam
-from posture.models import build_model, list_models
+from posture.models import ModelOutput, build_model, list_models
 from posture.predict import Predictor
 from posture.serving import bf16_supported, resolve_precision
 from posture.synth import SynthConfig, render_indexed
@@ -271,22 +271,86 @@ def test_overlay_bytes_decode_to_the_overlay(checkpoint_dir, fmt, pil_format):
         pred.overlay_bytes(0.5, "gif")
 
 
-def test_explain_false_runs_the_whole_backbone_on_the_fast_path(checkpoint_dir):
-    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet18.safetensors", precision="fp32")
+def _model_with_heads(arch: str = "resnet14", fitted_gate: bool = True) -> tuple[nn.Module, ModelInfo]:
+    torch.manual_seed(3)
+    model = build_model(arch, num_classes=len(CLASSES), heads=["cva", "side_view", "gate"]).eval()
+    if fitted_gate:
+        gate = model.heads["gate"]
+        gate.means.normal_()
+        gate.threshold.fill_(40.0)
+        gate.scale.fill_(2.0)
+    return model, ModelInfo(arch=arch, class_names=list(CLASSES), input_size=64, heads=["cva", "side_view", "gate"])
+
+
+@pytest.mark.parametrize("fitted_gate", [True, False])
+def test_explain_false_runs_the_whole_model_in_onnxruntime(fitted_gate):
+    model, info = _model_with_heads(fitted_gate=fitted_gate)
+    predictor = Predictor(model, info, precision="fp32")
     img = person_like(seed=1)
     plain = predictor.predict(img, explain=False, layer="layer1")
-    assert set(predictor.serving._backbones) == {"layer4"}  # no layer1 backbone was built for it
+    assert predictor.serving.outputs_backend() == "onnxruntime-fp32"
+    assert predictor.serving._backbones == {}  # no backbone (and no torch head) was needed for it
     explained = predictor.predict(img, layer="layer1")
     assert plain.probabilities == pytest.approx(explained.probabilities, abs=1e-5)
+    assert plain.cva_deg == pytest.approx(explained.cva_deg, abs=1e-3)
+    assert plain.side_view == explained.side_view
+    assert plain.side_view_prob == pytest.approx(explained.side_view_prob, abs=1e-5)
+
+
+def test_bf16_predictions_without_grad_cam_run_the_backbone_then_the_head():
+    model, info = _model_with_heads()
+    predictor = Predictor(model, info, precision="bf16")
+    predictor.predict(person_like(), explain=False)
+    assert predictor.serving.outputs_backend().endswith("+ torch head")
+    assert set(predictor.serving._backbones) == {"layer3"}
+
+
+def _broken_whole(kind: str):
+    def build(model, size):
+        real = backends.ort_outputs(model, size)
+        if kind == "build":
+            raise _Fault("the engine could not be built")
+        if kind == "disagrees":
+            return Backbone("broken", lambda x: ModelOutput(*(None if v is None else v + 1.0
+                                                              for v in vars(real(x)).values())))
+        calls = []
+
+        def run(x):  # agrees when checked, then fails while serving
+            calls.append(1)
+            if len(calls) > 2 * x.shape[0] + 1:
+                raise _Fault("the engine died")
+            return real(x)
+
+        return Backbone("broken", run)
+
+    return build
+
+
+@pytest.mark.parametrize("kind", ["build", "disagrees", "runtime"])
+def test_a_whole_model_path_that_fails_in_any_way_is_replaced(monkeypatch, kind):
+    model, info = _model_with_heads()
+    img = person_like(seed=4)
+    want = Predictor(model, info, precision="fp32").predict(img, explain=False)
+    monkeypatch.setattr(serving, "ort_outputs", _broken_whole(kind))
+    predictor = Predictor(model, info, precision="fp32")
+    with pytest.warns(RuntimeWarning, match="broken|could not be built|died"):
+        predictor.predict(img, explain=False)
+        got = predictor.predict(img, explain=False)  # "runtime" fails on this call
+    assert predictor.serving.outputs_backend() == "onnxruntime-fp32 + torch head"
+    assert got.probabilities == pytest.approx(want.probabilities, abs=1e-5)
+    assert got.cva_deg == pytest.approx(want.cva_deg, abs=1e-3)
+    assert got.side_view_prob == pytest.approx(want.side_view_prob, abs=1e-5)
 
 
 def test_a_thread_lock_is_not_held_while_serving(checkpoint_dir):
     """Built backbones run without the build lock, so one slow build does not stall other layers' requests."""
     predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors", precision="fp32")
     predictor.predict(person_like())
+    predictor.predict(person_like(), explain=False)
     with predictor.serving._lock:  # a build in progress elsewhere
         done = threading.Event()
-        threading.Thread(target=lambda: (predictor.predict(person_like(), explain=False), done.set())).start()
+        threading.Thread(target=lambda: (predictor.predict(person_like()), predictor.predict(person_like(), explain=False),
+                                         done.set())).start()
         assert done.wait(20)
 
 
