@@ -23,7 +23,6 @@ from PIL import Image, ImageOps
 from _common import benchmark_checkpoint, interleaved, machine, phone_jpeg, ratio, write_result
 from posture.checkpoints import load_checkpoint
 from posture.images import load_image
-from posture.models import cam_layer
 from posture.predict import Predictor
 
 
@@ -39,7 +38,7 @@ def naive_pipeline(model: torch.nn.Module, info, path: Path) -> tuple[str, bytes
     with torch.no_grad():
         logits = model(x)
     label = int(logits.argmax(1))
-    attr = LayerGradCam(model, cam_layer(model)).attribute(x, target=label)
+    attr = LayerGradCam(model, model.cam_layer(info.cam_layer or None)).attribute(x, target=label)
     cam = LayerAttribution.interpolate(attr, (img.height, img.width), "bilinear")[0, 0].detach()
     cam = torch.relu(cam)
     cam = (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()

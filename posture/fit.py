@@ -3,7 +3,9 @@
 - `fit_head`: frozen backbone; its pooled features are computed once (plus optional
   augmented views) and only the heads (classifier, angle, side view) train on them;
 - `fit_full`: full fine-tuning or training from scratch over streamed (or preloaded)
-  images, channels-last, under bf16 autocast where the CPU has it.
+  images, channels-last, under autocast where the device has mixed precision (bf16 on
+  CPUs with native bf16; on GPUs bf16, or fp16 with gradient scaling).
+Both train on the device the model is on; images are moved there batch by batch.
 `EpochLoop` owns the optimiser, the one-cycle schedule, progress events, cooperative
 cancel, early stopping on validation loss and the best epoch's weights.
 
@@ -83,16 +85,26 @@ def extract_features(
 ) -> torch.Tensor:
     """Pooled backbone features of every item, in order: (N, D)."""
     model.eval().to(memory_format=torch.channels_last)  # as in the plain loop: faster convolutions
+    device = _device(model)
     out = []
     try:
         with torch.inference_mode():
             for x, _ in _loader(dataset, batch_size=batch_size, num_workers=workers):
                 if cancel is not None and cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
-                out.append(model.pool(model.forward_features(x.contiguous(memory_format=torch.channels_last))))
+                x = x.to(device).contiguous(memory_format=torch.channels_last)
+                out.append(model.pool(model.forward_features(x)))
     finally:
         model.to(memory_format=torch.contiguous_format)
     return torch.cat(out)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to(targets: Targets, device: torch.device) -> Targets:
+    return {k: v.to(device) for k, v in targets.items()}
 
 
 class EpochLoop:
@@ -110,6 +122,7 @@ class EpochLoop:
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
             self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
         )
+        self.scaler: torch.amp.GradScaler | None = None  # set for float16 autocast on a GPU
 
     def run(
         self,
@@ -134,8 +147,13 @@ class EpochLoop:
                     raise TrainingCancelled("training was cancelled")
                 self.opt.zero_grad(set_to_none=True)
                 loss, stats = step(payload)
-                loss.backward()
-                self.opt.step()
+                if self.scaler is None:
+                    loss.backward()
+                    self.opt.step()
+                else:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
                 self.sched.step()
                 n = len(index_batches[i - 1])
                 loss_sum, seen = loss_sum + float(loss.detach()) * n, seen + n
@@ -186,9 +204,13 @@ def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: st
 
 
 def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageDataset,
-             class_weights: torch.Tensor, loop: EpochLoop, bf16: bool) -> None:
-    """Train the whole model (or all but a frozen backbone) on images, one batch at a time."""
+             class_weights: torch.Tensor, loop: EpochLoop, amp: torch.dtype | None) -> None:
+    """Train the whole model (or all but a frozen backbone) on images, one batch at a time,
+    under autocast to `amp` (None: fp32)."""
     model.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPU
+    device = _device(model)
+    if amp == torch.float16:  # float16 gradients underflow without scaling
+        loop.scaler = torch.amp.GradScaler(device.type)
     weights = cfg.loss_weights
     cam_layer = (cfg.cam_layer or model.stage_names[-1]) if weights.cam > 0 else None
 
@@ -200,8 +222,9 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
     def step(batch: tuple[torch.Tensor, Targets]) -> tuple[torch.Tensor, dict[str, float]]:
         model.train(not cfg.freeze)  # a frozen backbone keeps its BatchNorm statistics
         x, targets = batch  # (B, 3, S, S), targets
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out, cam = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, cam_layer)
+        x, targets = x.to(device).contiguous(memory_format=torch.channels_last), _to(targets, device)
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            out, cam = _forward(model, x, targets, cam_layer)
         return multitask_loss(out, targets, class_weights, weights, cam)
 
     def validate() -> dict[str, float]:
@@ -210,7 +233,8 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
         with torch.inference_mode():
             for x, targets in _loader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers):
                 # the task losses alone: the box term shapes training, the best epoch is the best at the task
-                out, _ = _forward(model, x.contiguous(memory_format=torch.channels_last), targets, None)
+                x, targets = x.to(device).contiguous(memory_format=torch.channels_last), _to(targets, device)
+                out, _ = _forward(model, x, targets, None)
                 loss, stats = multitask_loss(out, targets, class_weights, weights)
                 loss_sum, seen = loss_sum + float(loss) * len(x), seen + len(x)
                 add_stats(sums, stats)
@@ -242,7 +266,8 @@ def fit_head(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
             view_ds.preload(squares=train_ds.squares)
         train_feats.append(extract_features(model, view_ds, cfg.batch_size, loop.cancel, cfg.workers))  # (N, D)
     val_feats = extract_features(model, val_ds, cfg.batch_size, loop.cancel, cfg.workers)
-    y_train, y_val = _stack_targets(train_ds.items), _stack_targets(val_ds.items)
+    device = _device(model)
+    y_train, y_val = _to(_stack_targets(train_ds.items), device), _to(_stack_targets(val_ds.items), device)
     weights = cfg.loss_weights
 
     def heads(pooled: torch.Tensor) -> ModelOutput:

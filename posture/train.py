@@ -23,6 +23,7 @@ import torch
 from posture.calibrate import calibrate_, fit_gate_
 from posture.checkpoints import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from posture.cpu import bf16_supported
+from posture.devices import autocast_dtype, resolve_device
 from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_split
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
@@ -60,7 +61,8 @@ class TrainConfig:
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
     cache_features: bool = True  # frozen path: train the heads on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
-    precision: str = "auto"  # full training: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
+    precision: str = "auto"  # full training: "bf16" autocast, "fp32", or "auto" (mixed precision where the device has it)
+    device: str = "auto"  # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"
     storage_dtype: str = "float32"  # checkpoint weights: "float16" halves the file
     loss_weights: LossWeights = field(default_factory=LossWeights)
     exclude_styles: tuple[str, ...] = ()  # leave out pictures of these synthetic styles (held-out runs)
@@ -88,6 +90,7 @@ class TrainConfig:
             raise UsageError(f"image size {cfg.img_size} must lie within 16..1024 px")
         if cfg.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+        resolve_device(cfg.device)  # UsageError naming this machine's devices if it lacks the one asked for
         if cfg.cam_layer is not None and cfg.cam_layer not in spec.cam_layers:
             raise UsageError(f"{cfg.arch} has no layer {cfg.cam_layer!r}; choose from {', '.join(spec.cam_layers)}")
         cfg.exclude_styles = tuple(cfg.exclude_styles)
@@ -186,6 +189,15 @@ def _datasets(cfg: TrainConfig, train_items: list[Item], val_items: list[Item], 
     return train_ds, val_ds
 
 
+def _mixed_precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of full training: None (fp32), bfloat16, or float16 on a GPU without bfloat16."""
+    if cfg.precision == "fp32" or cfg.freeze:
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if cfg.precision == "bf16" or bf16_supported() else None
+    return torch.bfloat16 if cfg.precision == "bf16" else autocast_dtype(device)
+
+
 def train(
     data: str | Path | DatasetScan,
     config: TrainConfig,
@@ -219,7 +231,9 @@ def train(
     for name in model.head_names:
         if name not in heads:  # kept from the checkpoint, nothing here to learn it from
             model.heads[name].requires_grad_(False)
-    weights = _class_weights([it.label for it in train_items if it.side_view], len(names))
+    device = resolve_device(cfg.device)
+    model.to(device)
+    weights = _class_weights([it.label for it in train_items if it.side_view], len(names)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     loop = EpochLoop(cfg, len(train_items), params, progress, cancel)
     train_ds, val_ds = _datasets(cfg, train_items, val_items, emit)
@@ -229,11 +243,12 @@ def train(
         if cfg.freeze and cfg.cache_features:
             fit_head(model, cfg, train_ds, val_ds, weights, loop, emit)
         else:
-            bf16 = not cfg.freeze and (cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported()))
-            fit_full(model, cfg, train_ds, val_ds, weights, loop, bf16)
+            fit_full(model, cfg, train_ds, val_ds, weights, loop, _mixed_precision(cfg, device))
         cancelled = False
     except TrainingCancelled:
         cancelled = True
+    finally:
+        model.cpu()  # calibration, the gate, evaluation and the checkpoint work on the CPU
     history = loop.history
     if loop.best is None:
         return TrainResult(model=None, info=None, history=history, cancelled=cancelled)

@@ -96,6 +96,18 @@ def test_train_without_imagenet_weights_explains_the_offline_path(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_train_on_an_absent_device_is_a_clear_error(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+    r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet14", "--device", "cuda",
+                "--out", tmp_path / "m.safetensors", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'cuda' is not available on this machine" in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_predict_a_folder_into_a_csv_with_overlays(checkpoint_dir, tmp_path):
     import csv
 

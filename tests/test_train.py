@@ -240,3 +240,52 @@ def test_retraining_keeps_heads_only_where_their_features_stay(synth_set, colour
         assert not torch.equal(before.heads["gate"].means, result.model.heads["gate"].means)
     else:
         assert result.info.heads == []
+
+
+def test_an_absent_training_device_is_refused_before_any_work(colours, monkeypatch):
+    import posture.devices as devices
+    from posture.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    with pytest.raises(UsageError, match="'cuda' is not available on this machine; available: cpu"):
+        train(colours, _tiny(device="cuda"))
+    with pytest.raises(UsageError, match="device must be one of"):
+        _tiny(device="tpu").resolved()
+    assert train(colours, _tiny(epochs=1, device="cpu")).model is not None
+
+
+@pytest.mark.parametrize("precision, freeze, device, gpu_dtype, want", [
+    ("fp32", False, "cpu", None, None),
+    ("bf16", False, "cpu", None, torch.bfloat16),
+    ("auto", True, "cuda", torch.float16, None),  # a frozen backbone trains its heads in fp32
+    ("auto", False, "cuda", torch.float16, torch.float16),
+    ("auto", False, "cuda", torch.bfloat16, torch.bfloat16),
+    ("bf16", False, "cuda", torch.float16, torch.bfloat16),
+    ("fp32", False, "cuda", torch.bfloat16, None),
+])
+def test_mixed_precision_follows_the_device(monkeypatch, precision, freeze, device, gpu_dtype, want):
+    import posture.train as train_module
+
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda d: gpu_dtype if d.type != "cpu" else None)
+    cfg = _tiny(precision=precision, freeze=freeze)
+    assert train_module._mixed_precision(cfg, torch.device(device)) == want
+
+
+def test_float16_training_scales_its_gradients(colours, monkeypatch):
+    """The GPU's float16 path (autocast plus GradScaler), run on the CPU, which has both."""
+    import posture.train as train_module
+
+    steps = []
+    real_step = torch.amp.GradScaler.step
+
+    def counted(self, optimizer, *args, **kwargs):
+        steps.append(self.get_scale())
+        return real_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", counted)
+    monkeypatch.setattr(train_module, "_mixed_precision", lambda cfg, device: torch.float16)
+    result = train(colours, _tiny(epochs=3, lr=3e-3))
+    assert len(steps) == 3 * 3 and all(scale > 1 for scale in steps)  # 24 training images, batches of 8
+    assert result.val_report.metrics["accuracy"] >= 0.75
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in result.model.parameters())

@@ -246,7 +246,7 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
         config = TrainConfig(arch=arch_name, init=_init_value(ctx, arch_name, init_name),
                              freeze=FREEZE_CHOICES.get(backbone), epochs=int(n_epochs), lr=_learning_rate(rate),
                              batch_size=int(batch), img_size=None if size in (None, "", "automatic") else int(size),
-                             val_split=float(share), seed=int(seed_value or 0))
+                             val_split=float(share), seed=int(seed_value or 0), device=ctx.settings.device)
         session.workdir(request)
         session.cancelled, job = None, TrainingJob()
         session.training = job
