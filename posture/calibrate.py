@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from posture.backends import EXPORT_GUARD
 from posture.fit import extract_features
 from posture.imagedata import ImageDataset
 from posture.models import PostureNet
@@ -32,7 +33,8 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
             y = torch.stack([b[1]["label"] for b in batch])
             keep = y >= 0
             if keep.any():
-                logits.append(model(x)[keep])
+                with EXPORT_GUARD.running():  # see posture.backends: no torch.export elsewhere mid-forward
+                    logits.append(model(x)[keep])
                 labels.append(y[keep])
     if not logits:
         return 1.0

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from posture._version import __version__
+from posture.backends import EXPORT_GUARD
 from posture.checkpoints import ModelInfo
 from posture.errors import UsageError
 from posture.models import PostureNet
@@ -31,12 +32,16 @@ _MAX_BATCH = 4096
 
 
 def onnx_bytes(module: nn.Module, example: torch.Tensor, outputs: Sequence[str], input_name: str = "image") -> bytes:
-    """`module` (in eval mode, one tensor in) as a serialised ONNX model with a dynamic batch dimension."""
+    """`module` (in eval mode, one tensor in) as a serialised ONNX model with a dynamic batch dimension.
+
+    Runs alone in the process (`EXPORT_GUARD`): model calls elsewhere wait for it, and it for them.
+    """
     batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
-    program = torch.onnx.export(
-        module, (example,), dynamo=True, input_names=[input_name], output_names=list(outputs),
-        dynamic_shapes=({0: batch},), verbose=False,
-    )
+    with EXPORT_GUARD.exporting():
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, input_names=[input_name], output_names=list(outputs),
+            dynamic_shapes=({0: batch},), verbose=False,
+        )
     return program.model_proto.SerializeToString()
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from posture.backends import EXPORT_GUARD
 from posture.errors import PostureError, TrainingCancelled
 from posture.imagedata import Augment, ImageDataset, Item
 from posture.losses import LossWeights, Targets, add_stats, epoch_row, multitask_loss
@@ -93,7 +94,8 @@ def extract_features(
                 if cancel is not None and cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
                 x = x.to(device).contiguous(memory_format=torch.channels_last)
-                out.append(model.pool(model.forward_features(x)))
+                with EXPORT_GUARD.running():  # no torch.export in another thread mid-forward (see posture.backends)
+                    out.append(model.pool(model.forward_features(x)))
     finally:
         model.to(memory_format=torch.contiguous_format)
     return torch.cat(out)
@@ -146,7 +148,8 @@ class EpochLoop:
                 if self.cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
                 self.opt.zero_grad(set_to_none=True)
-                loss, stats = step(payload)
+                with EXPORT_GUARD.running():  # the forward pass; an export elsewhere waits for it, and it for one
+                    loss, stats = step(payload)
                 if self.scaler is None:
                     loss.backward()
                     self.opt.step()
@@ -162,7 +165,9 @@ class EpochLoop:
                 eta = (time.perf_counter() - start) / done * (total - done)
                 acc = sums.get("correct", 0.0) / max(sums.get("n", 0.0), 1.0)
                 self.progress(TrainEvent("step", epoch, self.cfg.epochs, i, self.steps, loss_sum / seen, acc, eta_s=eta))
-            row = {"epoch": epoch, **epoch_row("train", sums, loss_sum / max(seen, 1)), **validate(),
+            with EXPORT_GUARD.running():
+                val_row = validate()
+            row = {"epoch": epoch, **epoch_row("train", sums, loss_sum / max(seen, 1)), **val_row,
                    "lr": self.sched.get_last_lr()[0]}
             history.append(row)
             if row["val_loss"] < best_loss - 1e-4:

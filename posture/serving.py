@@ -155,17 +155,23 @@ class ServingModel:
         """(B, 3, S, S) fp32 -> every output of the model, without Grad-CAM or an autograd graph.
 
         In fp32 on a CPU the whole model runs in ONNX Runtime (checked against eager fp32 when
-        built); otherwise, or if that path fails, the last stage's backbone and then the head.
+        built; if it fails to build, the next two paths; if it fails later, eager fp32); otherwise
+        the last stage's backbone and then the head. Call `outputs_backend()` first, outside
+        `EXPORT_GUARD`: it builds what this needs.
         """
         whole = self._whole_model()
         if whole is not None:
             try:
                 return whole(x)
             except Exception as exc:  # noqa: BLE001 - as in features(): fall back, never fail a prediction
+                reference = Backbone("torch-fp32", self._eager_outputs)  # builds nothing: callers may hold EXPORT_GUARD
+                if whole.name == reference.name:
+                    raise
                 warnings.warn(f"{whole.name} (whole model) failed while serving ({type(exc).__name__}: {exc}); "
-                              "falling back to backbone and head", RuntimeWarning, stacklevel=2)
+                              f"falling back to {reference.name}", RuntimeWarning, stacklevel=2)
                 with self._lock:
-                    self._whole = None
+                    self._whole = reference
+                return reference(x)
         last = self.model.stage_names[-1]
         features = self.features(x, last)
         with torch.inference_mode():

@@ -94,6 +94,44 @@ def test_rename_and_delete_your_own_models_but_not_bundled_ones(client, tmp_path
         client.predict(handle_file(str(photo)), name, None, 0.5, api_name="/predict")
 
 
+def _onnx_logits(path: Path, x) -> "np.ndarray":
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"image": x.numpy()})[0]
+
+
+def test_any_model_downloads_as_its_checkpoint_and_as_onnx(client, tmp_path, checkpoint_dir):
+    import json
+
+    import numpy as np
+    import onnx
+    import torch
+
+    from posture.checkpoints import load_checkpoint
+
+    update, message = client.predict("resnet14", api_name="/export_model")
+    files = update["value"]  # the File component's update: shown, with both files
+    paths = {Path(f).suffix: Path(f) for f in files}
+    assert set(paths) == {".safetensors", ".onnx"} and "as ONNX" in message and "logits" in message
+    assert paths[".safetensors"].read_bytes() == (checkpoint_dir / "resnet14.safetensors").read_bytes()
+    meta = {p.key: p.value for p in onnx.load(str(paths[".onnx"])).metadata_props}
+    assert json.loads(meta["class_names"]) == CLASSES and meta["input_size"] == "64"
+    model, _ = load_checkpoint(paths[".safetensors"])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(_onnx_logits(paths[".onnx"], x) - want).max() <= 1e-4
+
+    # your own model too, under its name
+    client.predict(handle_file(str(own_checkpoint(tmp_path / "slouchy.safetensors"))), api_name="/upload_model")
+    files = client.predict("slouchy", api_name="/export_model")[0]["value"]
+    assert sorted(Path(f).name for f in files) == ["slouchy.onnx", "slouchy.safetensors"]
+    assert _onnx_logits(next(Path(f) for f in files if f.endswith(".onnx")), x).shape == (2, 3)
+    with pytest.raises(AppError, match="not in the list of choices|Unknown model"):
+        client.predict("nobody", api_name="/export_model")
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x10" + b"\x00" * 7 + b"{}" * 8])
 def test_anything_but_a_posture_checkpoint_is_refused(client, tmp_path, content):
     path = tmp_path / "model.safetensors"

@@ -114,3 +114,40 @@ def test_cli_export(tmp_path, checkpoint_dir, capsys):
     assert main(["export", str(checkpoint_dir / "resnet14.safetensors"), "--out", str(tmp_path / "x.bin")]) == 2
     assert ".onnx" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+
+
+def test_exports_while_a_model_trains_in_another_thread(tmp_path, monkeypatch):
+    """torch.export patches nn.Module.__call__ process-wide: training steps must not run inside an export."""
+    import threading
+
+    from PIL import Image
+
+    from posture.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    for name, colour in [("normal", (190, 60, 60)), ("turtle_neck", (60, 60, 190))]:
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(24):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (24, 24, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    cfg = TrainConfig(arch="resnet14", init="scratch", epochs=30, patience=30, batch_size=2, img_size=24,
+                      workers=0, precision="fp32")
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = train(tmp_path / "data", cfg)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    trainer = threading.Thread(target=run)
+    trainer.start()
+    model = build_model("resnet14", num_classes=2).eval()
+    info = ModelInfo(arch="resnet14", class_names=["normal", "turtle_neck"], input_size=24)
+    exports = 0
+    while trainer.is_alive() and exports < 6:
+        export_onnx(model, info, tmp_path / f"m{exports}.onnx")
+        exports += 1
+    trainer.join()
+    assert "error" not in outcome, outcome.get("error")
+    assert exports >= 2 and outcome["result"].model is not None

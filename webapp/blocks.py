@@ -51,6 +51,9 @@ def build_app(settings: Settings) -> gr.Blocks:
         ctx.models_json = gr.JSON(models.records(Session()), label="Models as JSON", render=False,
                                   elem_id="models-json")
         ctx.own_models = gr.Dropdown([], value=None, label="Your model", render=False, elem_id="my-model")
+        # The Models tab's download picker: registered first, so every tab's model updates include it.
+        ctx.pickers["download"] = gr.Dropdown(models.choices(Session()), value=models.default(), label="Model",
+                                              render=False, elem_id="download-model")
         gr.Markdown("# Turtle-neck detector\nA side-view photo in: a posture verdict, the neck angle where the "
                     "model estimates it, and a Grad-CAM map of where the model looked.")
         banner = _banner(ctx)

@@ -59,6 +59,16 @@ class ModelList:
             return prefer
         return next((n for n in names if n != first), first)
 
+    def path(self, name: str | None, session: Session) -> Path:
+        """The checkpoint file of the model called `name` in this session (the visitor's own first)."""
+        if not name:
+            raise ask("Choose a model first.")
+        path = session.models.get(name) or self.bundled().get(name)
+        if path is None:
+            known = ", ".join(self.names(session)) or "none"
+            raise ask(f"Unknown model {name!r}. Models available in this session: {known}.")
+        return path
+
     def predictor(self, name: str | None, session: Session) -> Predictor:
         """The model called `name` in this session: the visitor's own first, then a bundled one."""
         if not name:

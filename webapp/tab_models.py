@@ -1,4 +1,5 @@
-"""Models tab: what each model is (from its checkpoint), adding a checkpoint, and managing your own models."""
+"""Models tab: what each model is (from its checkpoint), adding a checkpoint, managing your own models,
+and downloading any model as its checkpoint and as ONNX."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gradio as gr
 
 from posture.checkpoints import read_info
 from posture.errors import PostureError
+from posture.export import export_onnx, output_names
 from webapp.context import AppContext
 from webapp.errors import ask, public_message, visitor_errors
 from webapp.session import Session
@@ -44,6 +46,15 @@ def build(ctx: AppContext) -> dict[str, Any]:
             upload = gr.File(file_types=[".safetensors"], label="Add a posture checkpoint (.safetensors)",
                              height=120, elem_id="model-upload")
             message = gr.Markdown(elem_id="model-message")
+    gr.Markdown("**Download a model**: its posture checkpoint (`.safetensors`) and the same model as "
+                "ONNX, for any ONNX runtime (class names, input size and normalisation are in its metadata; "
+                "the README shows how to run it). Exporting takes a few seconds.")
+    with gr.Row(equal_height=True):
+        ctx.pickers["download"].render()
+        export = gr.Button("Export for download", size="sm", elem_id="export-model")
+    export_files = gr.File(label="Files", file_count="multiple", interactive=False, visible=False,
+                           elem_id="export-files")
+    export_message = gr.Markdown(elem_id="export-message")
     pickers = list(ctx.pickers.values())
     outputs = [message, *ctx.model_outputs, ctx.session]
 
@@ -120,6 +131,24 @@ def build(ctx: AppContext) -> dict[str, Any]:
         path = session.models.get(name or "")
         return gr.DownloadButton(value=str(path) if path else None, visible=path is not None)
 
+    @visitor_errors
+    def export_model(name: str | None, session: Session, request: gr.Request, progress=gr.Progress()):
+        """The chosen model's checkpoint and its ONNX export, as files to download."""
+        source = ctx.models.path(name, session)
+        predictor = ctx.models.predictor(name, session)  # loaded (and checked) already, or now
+        folder = session.workdir(request) / "downloads"
+        shutil.rmtree(folder, ignore_errors=True)  # only the latest export is kept
+        folder.mkdir()
+        checkpoint = folder / f"{name}.safetensors"
+        shutil.copyfile(source, checkpoint)
+        progress(0.2, desc="exporting to ONNX")
+        onnx_file = export_onnx(predictor.model, predictor.info, folder / f"{name}.onnx")
+        info = predictor.info
+        text = (f"**{name}** as ONNX: input `image` (B, 3, {info.input_size}, {info.input_size}), outputs "
+                f"{', '.join(f'`{o}`' for o in output_names(predictor.model))}; "
+                f"{onnx_file.stat().st_size / 1e6:.1f} MB. The checkpoint is {checkpoint.stat().st_size / 1e6:.1f} MB.")
+        return gr.File(value=[str(checkpoint), str(onnx_file)], visible=True), text
+
     def listing(session: Session):
         """Every picker and the table, for this session (at page load)."""
         return ctx.model_updates(session)
@@ -129,6 +158,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
                                                       show_progress="hidden")
     rename.click(rename_model, [ctx.own_models, new_name, *pickers, ctx.session], outputs, api_name="rename_model")
     delete.click(delete_model, [ctx.own_models, *pickers, ctx.session], outputs, api_name="delete_model")
+    export.click(export_model, [ctx.pickers["download"], ctx.session], [export_files, export_message],
+                 api_name="export_model", concurrency_limit=1, concurrency_id="export")
     ctx.own_models.change(offer_download, [ctx.own_models, ctx.session], download, api_visibility="private",
                           show_progress="hidden")
     return {"listing": listing}
