@@ -20,6 +20,7 @@ from posture.train_cli import (
     add_heldout_arguments,
     add_serving_arguments,
     add_train_arguments,
+    bundled_folder,
     evaluate_main,
     heldout_main,
     train_main,
@@ -32,7 +33,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from posture.batch import BatchWriter, find_images, score_files
     from posture.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device)
+    predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device,
+                                          checkpoints=bundled_folder())
     if args.target is not None:
         predictor.class_index(args.target)  # fail before any image is read
     if args.layer is not None and args.layer not in predictor.cam_layers:
@@ -74,7 +76,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from posture.catalog import summarize_checkpoint
     from posture.checkpoints import bundled_checkpoints
 
-    paths = {**bundled_checkpoints(), **{Path(p).stem: Path(p) for p in args.paths}}
+    paths = {**bundled_checkpoints(bundled_folder()), **{Path(p).stem: Path(p) for p in args.paths}}
     summaries = [summarize_checkpoint(name, path) for name, path in paths.items()]
     if args.json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
@@ -95,7 +97,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from posture.checkpoints import load_checkpoint, resolve_checkpoint
     from posture.export import export_onnx
 
-    model, info = load_checkpoint(resolve_checkpoint(args.model))
+    model, info = load_checkpoint(resolve_checkpoint(args.model, bundled_folder()))
     out = export_onnx(model, info, args.out)
     print(json.dumps({"onnx": str(out), "bytes": out.stat().st_size}) if args.json else f"wrote {out}")
     return 0
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (PostureError, ValueError, FileNotFoundError) as exc:
+    except PostureError as exc:  # user mistakes; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

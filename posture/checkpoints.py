@@ -32,6 +32,8 @@ from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
 __all__ = [
     "FORMAT",
     "ModelInfo",
+    "BUNDLED_DIR",
+    "CHECKPOINTS_ENV",
     "bundled_checkpoints",
     "bundled_dir",
     "load_checkpoint",
@@ -192,27 +194,30 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelInfo]:
     return model.eval(), info
 
 
-def bundled_dir() -> Path:
-    """Folder of the bundled checkpoints: $POSTURE_CHECKPOINTS, else the repo's checkpoints/."""
-    env = os.environ.get("POSTURE_CHECKPOINTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINTS_ENV = "POSTURE_CHECKPOINTS"  # read by the CLI and the app, which pass the folder in
 
 
-def bundled_checkpoints() -> dict[str, Path]:
-    """Name -> path of every bundled checkpoint (the file stem is the name)."""
-    folder = bundled_dir()
+def bundled_dir(folder: str | Path | None = None) -> Path:
+    """Folder of the bundled checkpoints: `folder` if given, else the repo's checkpoints/."""
+    return Path(folder) if folder else BUNDLED_DIR
+
+
+def bundled_checkpoints(folder: str | Path | None = None) -> dict[str, Path]:
+    """Name -> path of every bundled checkpoint in `bundled_dir(folder)` (the file stem is the name)."""
+    folder = bundled_dir(folder)
     return {p.stem: p for p in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
 
 
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A bundled model's name (e.g. "resnet18") or a path -> an existing checkpoint path."""
+def resolve_checkpoint(name_or_path: str | Path, folder: str | Path | None = None) -> Path:
+    """A bundled model's name (e.g. "resnet18", looked up in `bundled_dir(folder)`) or a path -> an existing checkpoint path."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    bundled = bundled_checkpoints()
+    bundled = bundled_checkpoints(folder)
     if str(name_or_path) in bundled:
         return bundled[str(name_or_path)]
-    known = ", ".join(bundled) or f"none found in {bundled_dir()}"
+    known = ", ".join(bundled) or f"none found in {bundled_dir(folder)}"
     raise CheckpointError(f"{name_or_path}: no such checkpoint file or bundled model (bundled: {known})")
 
 

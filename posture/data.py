@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from posture.archive import extract_zip
-from posture.errors import DatasetError
+from posture.errors import DatasetError, UsageError
 from posture.images import MAX_PIXELS
 from posture.limits import (
     IMAGE_SUFFIXES,
@@ -244,7 +244,7 @@ def stratified_split(
     A class with >= 2 images gets >= 1 on each side; a class of one goes to train.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     rng = random.Random(seed)
     train: list[tuple[Path, int]] = []
     val: list[tuple[Path, int]] = []

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from posture.errors import DatasetError
+from posture.errors import DatasetError, UsageError
 from posture.imagedata import Item, annotate
 from posture.labels import read_annotations
 from posture.metrics import cam_box_scores, classification_metrics
@@ -109,7 +109,7 @@ def evaluate_items(
     items = [it if isinstance(it, Item) else Item(Path(it[0]), int(it[1]), view="side") for it in items]
     unknown = sorted(set(class_names) - set(predictor.class_names))
     if unknown:
-        raise ValueError(f"the model does not know the classes {unknown}; it knows {predictor.class_names}")
+        raise UsageError(f"the model does not know the classes {unknown}; it knows {predictor.class_names}")
     rows = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]

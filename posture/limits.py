@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ MB = 2**20
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """What one upload may contain; defaults suit a public Space, `from_env` lets operators change them."""
+    """What one upload may contain; defaults suit a public Space; the app's settings (POSTURE_MAX_UPLOAD_*) change them."""
 
     max_files: int = 2000  # images per upload
     max_total_bytes: int = 200 * MB  # uncompressed total
@@ -45,31 +44,6 @@ class UploadLimits:
     def local(cls) -> UploadLimits:
         """For folders on the user's own disk (CLI, library): no caps on count or total size."""
         return cls(max_files=2**62, max_total_bytes=2**62, max_members=2**62)
-
-    @classmethod
-    def from_env(cls) -> UploadLimits:
-        """Defaults, overridden by POSTURE_MAX_UPLOAD_FILES, _MAX_UPLOAD_MB (total), _MAX_FILE_MB."""
-        changes: dict[str, int] = {}
-        if (files := _env_number("POSTURE_MAX_UPLOAD_FILES")) is not None:
-            changes["max_files"] = int(files)
-        if (total_mb := _env_number("POSTURE_MAX_UPLOAD_MB")) is not None:
-            changes["max_total_bytes"] = int(total_mb * MB)
-        if (file_mb := _env_number("POSTURE_MAX_FILE_MB")) is not None:
-            changes["max_file_bytes"] = int(file_mb * MB)
-        return cls(**changes)
-
-
-def _env_number(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive number")
-    return value
 
 
 def is_ignored(name: str) -> bool:

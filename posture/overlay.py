@@ -8,6 +8,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from posture.errors import UsageError
+
 __all__ = ["ENCODINGS", "colorize", "encode_image", "overlay_heatmap"]
 
 # Browser formats and their fast settings: JPEG q90 encodes a 1 MP overlay in a few ms;
@@ -18,7 +20,9 @@ ENCODINGS = {"jpeg": {"format": "JPEG", "quality": 90}, "png": {"format": "PNG",
 @lru_cache(maxsize=8)
 def _lut(name: str) -> np.ndarray:
     """(256, 3) uint8 lookup table for a matplotlib colormap."""
-    from matplotlib import colormaps  # imported on first use: it costs ~0.2 s at start-up
+    from matplotlib import (
+        colormaps,  # imported on first use: it costs ~0.2 s at start-up
+    )
 
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
@@ -26,9 +30,9 @@ def _lut(name: str) -> np.ndarray:
 def _check_heatmap(heatmap: np.ndarray) -> np.ndarray:
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D (H, W), got shape {heatmap.shape}")
+        raise UsageError(f"heatmap must be 2-D (H, W), got shape {heatmap.shape}")
     if heatmap.size and (np.nanmin(heatmap) < 0.0 or np.nanmax(heatmap) > 1.0 or np.isnan(heatmap).any()):
-        raise ValueError("heatmap values must lie in [0, 1]; normalise it first")
+        raise UsageError("heatmap values must lie in [0, 1]; normalise it first")
     return heatmap
 
 
@@ -49,10 +53,10 @@ def overlay_heatmap(
     colouring a full-resolution float map with NumPy (benchmarks/results, overlay_blend).
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise UsageError(f"alpha must be in [0, 1], got {alpha}")
     heatmap = _check_heatmap(heatmap)
     if heatmap.size == 0:
-        raise ValueError("heatmap is empty")
+        raise UsageError("heatmap is empty")
     levels = Image.fromarray((heatmap * 255.0 + 0.5).astype(np.uint8), mode="L")
     if levels.size != image.size:
         levels = levels.resize(image.size, Image.Resampling.BILINEAR)
@@ -71,7 +75,7 @@ def encode_image(image: Image.Image, fmt: str = "jpeg") -> bytes:
     """Encode an RGB image for a browser: "jpeg" (quality 90) or "png" (compress level 1)."""
     key = fmt.lower().replace("jpg", "jpeg")
     if key not in ENCODINGS:
-        raise ValueError(f"format must be one of {', '.join(ENCODINGS)}, got {fmt!r}")
+        raise UsageError(f"format must be one of {', '.join(ENCODINGS)}, got {fmt!r}")
     buf = io.BytesIO()
     image.convert("RGB").save(buf, **ENCODINGS[key])
     return buf.getvalue()

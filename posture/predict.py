@@ -97,7 +97,7 @@ class Predictor:
 
     The model it is given is left untouched: the Predictor serves a private copy, in eval
     mode, on `device` ("auto": CUDA, then MPS, then the CPU; see `posture.devices`).
-    `precision` ("auto", "fp32" or "bf16"; default $POSTURE_PRECISION, else "auto") picks the
+    `precision` ("auto", "fp32" or "bf16"; None means "auto") picks the
     serving path (see `posture.serving`); the fast backbone for a layer is built on its first
     prediction.
     """
@@ -133,10 +133,12 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, name_or_path: str | Path, precision: str | None = None, device: str | torch.device | None = "auto"
+        cls, name_or_path: str | Path, precision: str | None = None, device: str | torch.device | None = "auto",
+        checkpoints: str | Path | None = None,
     ) -> "Predictor":
-        """Load a bundled model by name (e.g. "resnet18") or a checkpoint file."""
-        path = resolve_checkpoint(name_or_path)
+        """Load a bundled model by name (e.g. "resnet18", from `checkpoints`, default the repo's
+        checkpoints/) or a checkpoint file."""
+        path = resolve_checkpoint(name_or_path, checkpoints)
         model, info = load_checkpoint(path)
         predictor = cls.__new__(cls)
         predictor._setup(model, info, path.stem, precision, device)  # the freshly loaded model needs no copy

@@ -14,7 +14,8 @@ when serving fp32 on a CPU, as fast as ONNX Runtime itself (benchmarks/bench_eng
   computes bfloat16 natively (AVX512-BF16 or AMX), within bf16 rounding of fp32;
 - "auto": "bf16" where the CPU has native bfloat16, else "fp32".
 
-The POSTURE_PRECISION environment variable sets the default when no precision is given.
+The command line and the app take their default from the POSTURE_PRECISION environment variable
+(`PRECISION_ENV`); the library itself reads no environment.
 
 On a GPU the model runs in torch, under autocast ("auto": float16, or bfloat16 where the GPU
 has it). Each fast backbone is built on first use (one per layer), checked against eager
@@ -24,7 +25,6 @@ fp32 on image-like inputs, and replaced by the next path down (bf16 -> ONNX Runt
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from typing import Callable, Sequence
@@ -56,9 +56,8 @@ PRECISION_ENV = "POSTURE_PRECISION"
 
 
 def resolve_precision(precision: str | None = None, device: torch.device = torch.device("cpu")) -> str:
-    """The concrete precision ("fp32", "bf16"; "fp16" on some GPUs) for a requested one
-    (None: $POSTURE_PRECISION, else "auto")."""
-    requested = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    """The concrete precision ("fp32", "bf16"; "fp16" on some GPUs) for a requested one (None: "auto")."""
+    requested = (precision or "auto").strip().lower()
     if requested not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if device.type != "cpu":

@@ -136,13 +136,25 @@ def train_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def bundled_folder() -> str | None:
+    """$POSTURE_CHECKPOINTS: where the CLI looks up models given by name (None: the repo's checkpoints/)."""
+    import os
+
+    from posture.checkpoints import CHECKPOINTS_ENV
+
+    return os.environ.get(CHECKPOINTS_ENV) or None
+
+
 def add_serving_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of commands that run a model: `--device` and `--precision`."""
+    import os
+
     from posture.devices import DEVICES
-    from posture.serving import PRECISIONS
+    from posture.serving import PRECISION_ENV, PRECISIONS
 
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda, then mps, then cpu (default: auto)")
-    p.add_argument("--precision", default=None, choices=PRECISIONS,
+    # The environment is read here, at the edge; a bad value is refused by the library with a clear message.
+    p.add_argument("--precision", default=os.environ.get(PRECISION_ENV) or None, choices=PRECISIONS,
                    help="backbone precision (default: $POSTURE_PRECISION, else auto: bf16 where the CPU computes "
                         "it natively, else fp32)")
     return p
@@ -191,12 +203,14 @@ def evaluate_main(args: argparse.Namespace) -> int:
                 bar.total, bar.n = total, done
                 bar.refresh()
 
-            best, scores = choose_cam_layer(resolve_checkpoint(args.model), args.data, progress=on_layers)
+            best, scores = choose_cam_layer(resolve_checkpoint(args.model, bundled_folder()), args.data,
+                                            progress=on_layers)
         print(json.dumps({"chosen": best, "layers": scores}, indent=2) if args.json else "\n".join(
             f"{name}: mass in box {v['cam_mass_in_box']:.3f}, pointing game {v['pointing_game']:.3f}"
             + ("  <- recorded as the default" if name == best else "") for name, v in scores.items()))
         return 0
-    predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device)
+    predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device,
+                                          checkpoints=bundled_folder())
     with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
         def on_progress(done: int, total: int) -> None:
             bar.total, bar.n = total, done
@@ -205,7 +219,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
         report = evaluate_folder(predictor, args.data, report_dir=args.report, progress=on_progress, layer=args.layer)
     m = report.metrics
     if args.record_as:
-        record_metrics(resolve_checkpoint(args.model), args.record_as, {**m, "data": str(args.data)})
+        record_metrics(resolve_checkpoint(args.model, bundled_folder()), args.record_as, {**m, "data": str(args.data)})
     if args.json:
         print(json.dumps(m, indent=2))
         return 0

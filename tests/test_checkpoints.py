@@ -111,12 +111,18 @@ def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_files(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
-def test_resolve_bundled_name_or_path(checkpoint_dir, monkeypatch):
-    monkeypatch.setenv("POSTURE_CHECKPOINTS", str(checkpoint_dir))
-    assert resolve_checkpoint("resnet14") == checkpoint_dir / "resnet14.safetensors"
+def test_resolve_bundled_name_or_path(checkpoint_dir, monkeypatch, tmp_path):
+    from posture.checkpoints import BUNDLED_DIR
+
+    monkeypatch.setenv("POSTURE_CHECKPOINTS", str(tmp_path))  # the CLI's and the app's; the library ignores it
+    assert resolve_checkpoint("resnet14", checkpoint_dir) == checkpoint_dir / "resnet14.safetensors"
     assert resolve_checkpoint(checkpoint_dir / "resnet18.safetensors").name == "resnet18.safetensors"
     with pytest.raises(CheckpointError, match="bundled: resnet14, resnet18"):
-        resolve_checkpoint("resnet50")
+        resolve_checkpoint("resnet50", checkpoint_dir)
+    with pytest.raises(CheckpointError, match="none found in"):
+        resolve_checkpoint("resnet14", tmp_path)
+    if (BUNDLED_DIR / "resnet14.safetensors").is_file():  # without a folder: the repo's checkpoints/
+        assert resolve_checkpoint("resnet14") == BUNDLED_DIR / "resnet14.safetensors"
 
 
 def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path):

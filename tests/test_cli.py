@@ -73,6 +73,11 @@ def test_predict_on_a_chosen_device_and_precision(checkpoint_dir, image_file):
     assert "'cuda' is not available on this machine" in r.stderr
     r = run_cli("predict", image_file, "--model", model, "--device", "tpu")
     assert r.returncode == 2 and "invalid choice: 'tpu'" in r.stderr
+    # POSTURE_PRECISION is the CLI's default (read here, at the edge; the library reads no environment)
+    r = run_cli("predict", image_file, "--model", model, env={"POSTURE_PRECISION": "fp8"})
+    assert r.returncode == 2 and "precision must be one of" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("predict", image_file, "--model", model, "--precision", "fp32", env={"POSTURE_PRECISION": "fp8"})
+    assert r.returncode == 0, r.stderr
 
 
 def test_models_lists_bundled_and_given_checkpoints(checkpoint_dir, tmp_path):

@@ -255,18 +255,6 @@ def test_symlinks_are_not_followed(tmp_path):
     assert scan.counts()["normal"] == 2 and scan.skipped == [("normal/link.png", "symbolic link, not followed")]
 
 
-def test_limits_from_env(monkeypatch):
-    assert UploadLimits.from_env() == UploadLimits()
-    monkeypatch.setenv("POSTURE_MAX_UPLOAD_FILES", "10")
-    monkeypatch.setenv("POSTURE_MAX_UPLOAD_MB", "1.5")
-    monkeypatch.setenv("POSTURE_MAX_FILE_MB", "1")
-    limits = UploadLimits.from_env()
-    assert (limits.max_files, limits.max_total_bytes, limits.max_file_bytes) == (10, 3 * 2**19, 2**20)
-    monkeypatch.setenv("POSTURE_MAX_FILE_MB", "lots")
-    with pytest.raises(ValueError, match="POSTURE_MAX_FILE_MB"):
-        UploadLimits.from_env()
-
-
 # ---------------------------------------------------------------- zips
 
 

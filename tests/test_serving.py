@@ -50,12 +50,10 @@ def _agree(a, b, least: float = 0.99) -> float | None:
 
 
 def test_precision_choice(monkeypatch):
-    monkeypatch.setenv(serving.PRECISION_ENV, "fp32")
+    monkeypatch.setenv(serving.PRECISION_ENV, "fp32")  # read by the CLI and the app, never by the library
     monkeypatch.setattr(serving, "bf16_supported", lambda: True)
-    assert resolve_precision() == "fp32"  # the environment sets the default where none is given
-    assert resolve_precision("auto") == resolve_precision(" BF16 ") == "bf16"
-    monkeypatch.delenv(serving.PRECISION_ENV)
     assert resolve_precision() == resolve_precision(None) == "bf16"
+    assert resolve_precision("auto") == resolve_precision(" BF16 ") == "bf16"
     monkeypatch.setattr(serving, "bf16_supported", lambda: False)
     assert resolve_precision() == resolve_precision("auto") == "fp32"
     with pytest.raises(UsageError, match="auto, fp32, bf16"):

@@ -10,11 +10,13 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
+from posture.errors import UsageError
+
 
 def apply_camera(image: Image.Image, rng: np.random.Generator, nuisance: float) -> Image.Image:
     """Return the picture as a camera would deliver it: lit, slightly blurred and noisy."""
     if not 0.0 <= nuisance <= 1.0:
-        raise ValueError(f"nuisance must lie in [0, 1], got {nuisance}")
+        raise UsageError(f"nuisance must lie in [0, 1], got {nuisance}")
     blur = rng.uniform(0.3, 1.1) * nuisance if rng.random() < 0.35 else 0.0
     if blur > 0.05:
         image = image.filter(ImageFilter.GaussianBlur(blur))
@@ -42,7 +44,7 @@ def apply_camera(image: Image.Image, rng: np.random.Generator, nuisance: float) 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     """Return the JPEG bytes of an RGB picture (deterministic for the same pixels and quality)."""
     if not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be within 1..100, got {quality}")
+        raise UsageError(f"JPEG quality must be within 1..100, got {quality}")
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
@@ -89,4 +91,4 @@ def apply_style_camera(
         scale = longer / max(w, h)
         image = image.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
         return motion_blur(image, rng, rng.uniform(0.5, 2.5)), (35, 75)
-    raise ValueError(f"unknown camera {camera!r}")
+    raise UsageError(f"unknown camera {camera!r}")

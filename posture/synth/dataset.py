@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from posture.errors import UsageError
 from posture.limits import NO_SIDE_VIEW  # the folder of pictures without a side view of a person
 from posture.synth.camera import decode_jpeg, encode_jpeg
 from posture.synth.config import SampleInfo, SynthConfig, sample_cva
@@ -37,7 +38,7 @@ _CYCLE = 20
 def sample_rng(seed: int, index: int) -> np.random.Generator:
     """Return the generator of sample `index` in the stream of `seed`."""
     if seed < 0 or index < 0:
-        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+        raise UsageError(f"seed and index must be non-negative, got seed={seed}, index={index}")
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
 
 
@@ -69,7 +70,7 @@ def iter_samples(
     Use `step` to share one stream between data-loader workers (worker k: start=k, step=n_workers).
     """
     if step < 1:
-        raise ValueError(f"step must be at least 1, got {step}")
+        raise UsageError(f"step must be at least 1, got {step}")
     index = start
     while True:
         data, info = render_indexed(seed, index, config)
@@ -132,10 +133,10 @@ def generate_dataset(
 ) -> Path:
     """Writes out_dir/<class>/<index>.jpg for each class + out_dir/labels.csv; returns the csv path."""
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise UsageError(f"n must be at least 1, got {n}")
     workers = min(n, workers if workers is not None else (os.cpu_count() or 1))
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise UsageError(f"workers must be at least 1, got {workers}")
     out = Path(out_dir)
     for name in (*config.class_names, *([NO_SIDE_VIEW] if config.negatives > 0 else [])):
         (out / name).mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 from PIL import Image
 
+from posture.errors import UsageError
 from posture.synth.camera import apply_style_camera
 from posture.synth.canvas import Frame, Group, Painter, Parts
 from posture.synth.config import SampleInfo, SynthConfig, cva_from_points, label_for_cva
@@ -64,7 +65,7 @@ def render_sample(
     `style` names one of `STYLE_SPECS`; by default one of `config.styles` is drawn from `rng`.
     """
     if not 0.0 < cva_deg < 90.0:
-        raise ValueError(f"cva_deg must lie in (0, 90), got {cva_deg}")
+        raise UsageError(f"cva_deg must lie in (0, 90), got {cva_deg}")
     spec = STYLE_SPECS[style] if style is not None else pick_style(rng, config)
     width, height = sample_image_size(rng, config)
     ss = config.supersample
