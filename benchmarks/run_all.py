@@ -24,6 +24,7 @@ def steps(quick: bool) -> dict[str, list[str]]:
         "e2e_resnet18": ["bench_e2e.py", "--arch", "resnet18", *r],
         "e2e_resnet14": ["bench_e2e.py", "--arch", "resnet14", *r],
         "engine": ["bench_engine.py", "--rounds", "10" if quick else "30"],
+        "int8": ["bench_int8.py", "--n", "100" if quick else "400", "--rounds", "8" if quick else "20"],
         "gradcam": ["bench_gradcam.py", "--rounds", "7" if quick else "15"],
         "efficiency": ["bench_efficiency.py", "--rounds", "9" if quick else "15", "--n", "100" if quick else "500",
                        "--compile"],
@@ -80,6 +81,15 @@ def summary() -> str:
                          f"{p['serving_fp32']['onnxruntime_over_this']} | {p['eager_fp32']['median_ms']:.2f} | "
                          f"{p['eager_fp32']['onnxruntime_over_this']} |")
         lines.append("")
+    q = _load("int8")
+    if q:
+        lines += ["## int8 (precision=\"int8\", ONNX Runtime static quantization)", "",
+                  "| model | accuracy fp32 | accuracy int8 | verdict agreement | fp32 ms | int8 ms | auto ms | "
+                  "int8 vs fp32 | int8 vs auto |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} @ {r['input']} px | {r['accuracy_fp32']:.1%} | {r['accuracy_int8']:.1%} | "
+                  f"{r['verdict_agreement']:.1%} | {r['ms']['fp32']} | {r['ms']['int8']} | {r['ms']['auto']} | "
+                  f"{r['int8_speedup_vs_fp32']}x | {r['int8_speedup_vs_auto']}x |" for r in q["models"]]
+        lines += ["", f"Rule: {q['rule']}.", ""]
     g = _load("gradcam")
     if g:
         lines += ["## Grad-CAM cost (predict with explanation vs without, same image)", "",
@@ -169,6 +179,11 @@ def _targets() -> list[str]:
             share = big["paths"]["serving_fp32"]["of_fp32_gemm"]
             rows.append(("resnet18 @ 224 px fp32 serving >= 75% of the fp32 GEMM rate (a target for AVX2 CPUs)",
                          share >= 0.75, f"{share:.0%} on this {en['machine']['cpu_capability']} CPU"))
+    q = _load("int8")
+    if q:
+        for r in q["models"]:
+            rows.append((f"int8 >= 1.3x fp32, accuracy within 0.5 points ({r['model']})", r["kept"],
+                         f"{r['int8_speedup_vs_fp32']}x, {r['accuracy_gap_points']} points"))
     if g:
         for key, v in g["results"].items():
             why = "" if v["overhead"] <= 0.15 else (

@@ -6,6 +6,8 @@
   CPU provider: the same numbers as eager fp32 (relative error ~1e-7), 2-3x faster on the
   CPUs measured (benchmarks/results). `ort_outputs` runs the whole model (pooling and every
   head too) this way, for predictions without Grad-CAM.
+- `onnxruntime-int8`: the same graph statically quantized by ONNX Runtime (QDQ, per-channel
+  int8 weights, uint8 activations) on synthetic side views; opt-in (`precision="int8"`).
 - `torchscript-bf16`: a bfloat16 channels-last copy traced and frozen with TorchScript
   (batch norm folded) and compiled by the oneDNN Graph fuser (conv + bias + add + ReLU
   fused, weights pre-packed). Only worth it where the CPU computes bfloat16 natively
@@ -37,6 +39,7 @@ __all__ = [
     "TOLERANCES",
     "Backbone",
     "BackboneMismatch",
+    "calibration_inputs",
     "check_backbone",
     "eager_backbone",
     "fused_bf16_backbone",
@@ -45,8 +48,10 @@ __all__ = [
     "sample_inputs",
 ]
 
-# Largest relative L2 error of the feature maps over the check inputs, per precision.
-TOLERANCES = {"fp32": 1e-4, "bf16": 0.03}
+# Largest relative L2 error of the feature maps (or of each output) over the check inputs, per
+# precision. int8's is a sanity check against a broken build (features err by 2-10% on the
+# bundled models); its accuracy is measured in benchmarks/bench_int8.py.
+TOLERANCES = {"fp32": 1e-4, "bf16": 0.03, "int8": 0.3}
 
 # These deprecation notices concern our internal use of TorchScript, not the user's code;
 # matched narrowly (message and module) so the user's own torch.jit calls still warn.
@@ -156,43 +161,82 @@ class ExportGuard:
 EXPORT_GUARD = ExportGuard()
 
 
-def ort_backbone(model: PostureNet, layer: str, input_size: int) -> Backbone:
-    """The backbone through `layer` exported to ONNX and run by ONNX Runtime's CPU provider in fp32."""
+def _ort_session(module: nn.Module, input_size: int, outputs: Sequence[str], calibration: torch.Tensor | None):
+    """`module` exported to ONNX (under EXPORT_GUARD) in an ONNX Runtime CPU session; statically
+    quantized to int8 first (QDQ: per-channel int8 weights, uint8 activations) when `calibration`
+    inputs (N, 3, S, S) are given."""
     import onnxruntime as ort
 
     from posture.export import onnx_bytes
 
-    features = _Features(model, layer).eval()
-    data = onnx_bytes(features, torch.zeros(1, 3, input_size, input_size), ["features"])  # under EXPORT_GUARD
-    session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+    data = onnx_bytes(module, torch.zeros(1, 3, input_size, input_size), outputs)
+    if calibration is not None:
+        data = _quantized(data, calibration)
+    return ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+
+
+def _quantized(data: bytes, calibration: torch.Tensor) -> bytes:
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calibration[i : i + 1].numpy() for i in range(len(calibration)))
+
+        def get_next(self) -> dict | None:
+            x = next(self.items, None)
+            return None if x is None else {"image": x}
+
+    with tempfile.TemporaryDirectory(prefix="posture-int8-") as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(data)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to pre-process the graph is logged at WARNING on the root logger
+        try:
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        finally:
+            root.setLevel(level)
+        return target.read_bytes()
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+
+
+def ort_backbone(model: PostureNet, layer: str, input_size: int, calibration: torch.Tensor | None = None) -> Backbone:
+    """The backbone through `layer` exported to ONNX and run by ONNX Runtime's CPU provider:
+    fp32, or int8 when `calibration` inputs are given."""
+    session = _ort_session(_Features(model, layer).eval(), input_size, ["features"], calibration)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        (out,) = session.run(None, {"image": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
+        (out,) = session.run(None, {"image": _numpy(x)})
         return torch.from_numpy(out)
 
-    return Backbone("onnxruntime-fp32", run)
+    return Backbone("onnxruntime-fp32" if calibration is None else "onnxruntime-int8", run)
 
 
-def ort_outputs(model: PostureNet, input_size: int) -> Backbone:
-    """The whole model (logits and every auxiliary head) in ONNX Runtime fp32: -> ModelOutput.
+def ort_outputs(model: PostureNet, input_size: int, calibration: torch.Tensor | None = None) -> Backbone:
+    """The whole model (logits and every auxiliary head) in ONNX Runtime (fp32, or int8 when
+    `calibration` inputs are given): -> ModelOutput.
 
     What a prediction without Grad-CAM runs: nothing is left to torch, so no torch op (with
     its own thread pool) runs between two ONNX Runtime calls.
     """
-    import onnxruntime as ort
-
-    from posture.export import AllOutputs, onnx_bytes, output_names
+    from posture.export import AllOutputs, output_names
 
     names = output_names(model)
-    data = onnx_bytes(AllOutputs(model).eval(), torch.zeros(1, 3, input_size, input_size), names)  # under EXPORT_GUARD
-    session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+    session = _ort_session(AllOutputs(model).eval(), input_size, names, calibration)
 
     def run(x: torch.Tensor) -> ModelOutput:
-        outs = session.run(None, {"image": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
-        values = dict(zip(names, (torch.from_numpy(o) for o in outs)))
+        values = dict(zip(names, (torch.from_numpy(o) for o in session.run(None, {"image": _numpy(x)}))))
         return ModelOutput(values["logits"], values.get("cva_deg"), values.get("side_view_logit"))
 
-    return Backbone("onnxruntime-fp32", run)
+    return Backbone("onnxruntime-fp32" if calibration is None else "onnxruntime-int8", run)
 
 
 # The oneDNN fuser switch is process-wide: every TorchScript build runs alone, with the switch
@@ -252,6 +296,13 @@ def _tensors(out: torch.Tensor | ModelOutput) -> dict[str, torch.Tensor]:
     if isinstance(out, ModelOutput):
         return {k: v for k, v in vars(out).items() if v is not None}
     return {"features": out}
+
+
+def calibration_inputs(
+    size: int, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225), n: int = 32
+) -> torch.Tensor:
+    """(n, 3, size, size) letterboxed synthetic side-view pictures: int8's calibration set."""
+    return _samples(size, tuple(mean), tuple(std), n + 1)[:-1].clone()  # without the noise image
 
 
 def check_backbone(candidate: Backbone, reference: Backbone, inputs: torch.Tensor, tolerance: float) -> float:

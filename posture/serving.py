@@ -12,6 +12,9 @@ when serving fp32 on a CPU, as fast as ONNX Runtime itself (benchmarks/bench_eng
 - "fp32": ONNX Runtime (same numbers as eager torch, 2-3x faster), else eager torch;
 - "bf16": the TorchScript + oneDNN-fused bfloat16 backbone, ~3x faster again where the CPU
   computes bfloat16 natively (AVX512-BF16 or AMX), within bf16 rounding of fp32;
+- "int8": ONNX Runtime on the model statically quantized to int8 (calibrated on synthetic
+  side views when first built); opt-in: faster than bf16 for resnet18 on the CPU measured,
+  slower for the small resnet14 (benchmarks/results/int8.json);
 - "auto": "bf16" where the CPU has native bfloat16, else "fp32".
 
 The command line and the app take their default from the POSTURE_PRECISION environment variable
@@ -36,6 +39,7 @@ from posture.backends import (
     EXPORT_GUARD,
     TOLERANCES,
     Backbone,
+    calibration_inputs,
     check_backbone,
     eager_backbone,
     fused_bf16_backbone,
@@ -51,7 +55,7 @@ from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["PRECISIONS", "PRECISION_ENV", "ServingModel", "bf16_supported", "resolve_precision"]
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRECISION_ENV = "POSTURE_PRECISION"
 
 
@@ -60,6 +64,8 @@ def resolve_precision(precision: str | None = None, device: torch.device = torch
     requested = (precision or "auto").strip().lower()
     if requested not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested == "int8" and device.type != "cpu":
+        raise UsageError(f"int8 serving runs on the CPU (ONNX Runtime); on {device.type} use auto, fp32 or bf16")
     if device.type != "cpu":
         if requested == "auto":
             return "bf16" if autocast_dtype(device) == torch.bfloat16 else "fp16"
@@ -190,10 +196,15 @@ class ServingModel:
             return self._whole
         with self._lock:
             if not self._whole_built:
-                if self.device.type == "cpu" and self.precision == "fp32":
+                reference = Backbone("torch-fp32", self._eager_outputs)
+                candidates = {"fp32": ["fp32"], "int8": ["int8", "fp32"]}.get(self.precision, [])
+                for precision in candidates if self.device.type == "cpu" else []:
+                    calibration = self._calibration() if precision == "int8" else None
                     self._whole = self._checked(
-                        "fp32", lambda: ort_outputs(self.model, self.input_size),
-                        Backbone("torch-fp32", self._eager_outputs), "the whole model")
+                        precision, lambda: ort_outputs(self.model, self.input_size, calibration), reference,
+                        "the whole model")
+                    if self._whole is not None:
+                        break
                 self._whole_built = True
             return self._whole
 
@@ -223,7 +234,13 @@ class ServingModel:
         eager = ("fp32", lambda: self._reference(layer))
         if self.precision == "bf16":
             return [("bf16", lambda: fused_bf16_backbone(self.model, layer, size)), ort_fp32, eager]
+        if self.precision == "int8":
+            return [("int8", lambda: ort_backbone(self.model, layer, size, self._calibration())), ort_fp32, eager]
         return [ort_fp32, eager]
+
+    def _calibration(self) -> torch.Tensor:
+        """int8's calibration inputs: 32 letterboxed synthetic side views (rendered once per size)."""
+        return calibration_inputs(self.input_size, self.mean, self.std)
 
     def _backbone(self, layer: str) -> Backbone:
         backbone = self._backbones.get(layer)

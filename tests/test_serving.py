@@ -58,8 +58,7 @@ def test_precision_choice(monkeypatch):
     assert resolve_precision() == resolve_precision("auto") == "fp32"
     with pytest.raises(UsageError, match="auto, fp32, bf16"):
         resolve_precision("fp8")
-    with pytest.raises(UsageError, match="auto, fp32, bf16"):
-        resolve_precision("int8")
+    assert resolve_precision(" INT8 ") == "int8"  # opt-in only: never what auto picks
     assert resolve_precision("auto", torch.device("cuda")) in ("bf16", "fp16")  # no GPU needed to choose
 
 
@@ -392,3 +391,29 @@ def test_an_export_waits_for_running_model_calls_and_new_calls_wait_for_it():
     for t in (first, exporter, late):
         t.join(5)
     assert order == ["call started", "call ended", "export", "late call"]
+
+
+def test_int8_serves_a_quantized_model_and_explains_with_the_fp32_head(checkpoints_128):
+    exact = Predictor.from_checkpoint(checkpoints_128["resnet18"], precision="fp32")
+    quick = Predictor.from_checkpoint(checkpoints_128["resnet18"], precision="int8")
+    assert quick.precision == "int8"
+    for picture in _pictures(3):
+        a, b = exact.predict(picture, explain=False), quick.predict(picture, explain=False)
+        diff = max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities)
+        assert diff <= 0.1, diff
+    assert quick.serving.outputs_backend() == "onnxruntime-int8"
+    explained = quick.predict(_pictures(1)[0], layer="layer3")
+    assert quick.backend("layer3") == "onnxruntime-int8" and explained.cam is not None and explained.cam.max() == 1.0
+    with pytest.raises(UsageError, match="int8 serving runs on the CPU"):
+        resolve_precision("int8", torch.device("cuda"))
+
+
+def test_int8_that_cannot_be_built_serves_fp32(monkeypatch, checkpoints_128):
+    def no_quantizer(data, calibration):
+        raise _Fault("no quantizer here")
+
+    monkeypatch.setattr(backends, "_quantized", no_quantizer)
+    predictor = Predictor.from_checkpoint(checkpoints_128["resnet14"], precision="int8")
+    with pytest.warns(RuntimeWarning, match="int8 fast path.*no quantizer"):
+        predictor.predict(person_like(), explain=False)
+    assert predictor.serving.outputs_backend() == "onnxruntime-fp32"

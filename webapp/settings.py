@@ -18,7 +18,7 @@ from posture.limits import MB, UploadLimits
 __all__ = ["Settings", "SettingsError", "VARIABLES"]
 
 REPO = Path(__file__).resolve().parent.parent
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # variable -> (default, meaning)
@@ -31,7 +31,7 @@ VARIABLES = {
     "POSTURE_MAX_STREAMS": ("8", "live-monitor webcam streams served at once"),
     "POSTURE_CHECKPOINTS": ("checkpoints/", "folder of the bundled models"),
     "POSTURE_EXAMPLES": ("examples/", "folder of example photos (empty: none)"),
-    "POSTURE_PRECISION": ("auto", "fp32, bf16, or auto (bf16 on CPUs with native bf16)"),
+    "POSTURE_PRECISION": ("auto", "fp32, bf16, int8, or auto (bf16 on CPUs with native bf16)"),
     "POSTURE_DEVICE": ("auto", "cpu, cuda, mps, or auto"),
 }
 
