@@ -1,16 +1,14 @@
-"""Predictor: probabilities, heatmaps on the original frame, targets, empty CAMs, overlays."""
+"""Predictor: probabilities, heatmaps on the original frame, targets, empty CAMs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import CLASSES, person_like
 from posture.checkpoints import ModelInfo
 from posture.models import build_model, list_models
-from posture.overlay import colorize, overlay_heatmap
 from posture.preprocess import resize_map
 from posture.predict import Predictor
 
@@ -59,35 +57,6 @@ def test_batch_equals_single(checkpoint_dir):
         single = predictor.predict(img)
         assert b.label == single.label
         assert np.corrcoef(b.heatmap.ravel(), single.heatmap.ravel())[0, 1] > 0.999
-
-
-def test_overlay_checks_its_inputs():
-    img = Image.new("RGB", (4, 3))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        overlay_heatmap(img, np.full((3, 4), 2.0))
-    with pytest.raises(ValueError, match="2-D"):
-        overlay_heatmap(img, np.zeros((3, 4, 1)))
-    with pytest.raises(ValueError, match="empty"):
-        overlay_heatmap(img, np.zeros((0, 4)))
-    with pytest.raises(ValueError, match="alpha"):
-        overlay_heatmap(img, np.zeros((3, 4)), alpha=1.5)
-    hot = np.asarray(overlay_heatmap(img, np.ones((3, 4)), alpha=1.0))
-    assert (hot[..., 0] > 100).all() and (hot[..., 2] < 50).all()  # jet's top is red
-
-
-def test_overlay_from_a_model_scale_map_matches_the_full_resolution_one():
-    """Overlays are drawn from the map at the model's scale, resized by Pillow: the colours must be
-    those of colouring the full-resolution float map (what the slow path did), up to rounding."""
-    rng = np.random.default_rng(0)
-    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
-    small = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 30, 40), 3, 1, 1)[0, 0].numpy()
-    small = small / small.max()
-    full = resize_map(small, 300, 400)
-    reference = Image.blend(img, Image.fromarray(colorize(full)), 0.5)
-    fast = overlay_heatmap(img, small, alpha=0.5)
-    diff = np.abs(np.asarray(fast, dtype=int) - np.asarray(reference, dtype=int))
-    assert diff.max() <= 4 and diff.mean() < 0.5
-    assert np.abs(np.asarray(fast, dtype=int) - np.asarray(img, dtype=int)).mean() > 20  # it did draw
 
 
 def test_cam_covers_the_image_frame_at_the_model_scale(checkpoint_dir):
