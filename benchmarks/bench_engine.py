@@ -32,7 +32,7 @@ from posture.checkpoints import load_checkpoint
 from posture.export import AllOutputs, onnx_bytes, output_names
 from posture.serving import ServingModel
 
-CASES = (("resnet18", 160), ("resnet18", 224), ("resnet14", 96))
+CASES = (("resnet18", 160), ("resnet18", 224), ("resnet14", 96), ("resnet14", 128))
 GEMM_N = 2048
 
 
