@@ -147,19 +147,21 @@ class EpochLoop:
             for i, payload in enumerate(epoch_batches(epoch, index_batches), start=1):
                 if self.cancel.is_set():
                     raise TrainingCancelled("training was cancelled")
-                self.opt.zero_grad(set_to_none=True)
-                with EXPORT_GUARD.running():  # the forward pass; an export elsewhere waits for it, and it for one
+                # A whole step holds EXPORT_GUARD shared: an export elsewhere waits for it, and it for one.
+                with EXPORT_GUARD.running():
+                    self.opt.zero_grad(set_to_none=True)
                     loss, stats = step(payload)
-                if self.scaler is None:
-                    loss.backward()
-                    self.opt.step()
-                else:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.opt)
-                    self.scaler.update()
-                self.sched.step()
+                    if self.scaler is None:
+                        loss.backward()
+                        self.opt.step()
+                    else:
+                        self.scaler.scale(loss).backward()
+                        self.scaler.step(self.opt)
+                        self.scaler.update()
+                    self.sched.step()
+                    loss_value = float(loss.detach())
                 n = len(index_batches[i - 1])
-                loss_sum, seen = loss_sum + float(loss.detach()) * n, seen + n
+                loss_sum, seen = loss_sum + loss_value * n, seen + n
                 add_stats(sums, stats)
                 done = (epoch - 1) * self.steps + i
                 eta = (time.perf_counter() - start) / done * (total - done)
@@ -167,13 +169,13 @@ class EpochLoop:
                 self.progress(TrainEvent("step", epoch, self.cfg.epochs, i, self.steps, loss_sum / seen, acc, eta_s=eta))
             with EXPORT_GUARD.running():
                 val_row = validate()
-            row = {"epoch": epoch, **epoch_row("train", sums, loss_sum / max(seen, 1)), **val_row,
-                   "lr": self.sched.get_last_lr()[0]}
-            history.append(row)
-            if row["val_loss"] < best_loss - 1e-4:
-                self.best, best_loss, stale = copy.deepcopy(model.state_dict()), row["val_loss"], 0
-            else:
-                stale += 1
+                row = {"epoch": epoch, **epoch_row("train", sums, loss_sum / max(seen, 1)), **val_row,
+                       "lr": self.sched.get_last_lr()[0]}
+                history.append(row)
+                if row["val_loss"] < best_loss - 1e-4:
+                    self.best, best_loss, stale = copy.deepcopy(model.state_dict()), row["val_loss"], 0
+                else:
+                    stale += 1
             done = epoch * self.steps
             self.progress(TrainEvent("epoch", epoch, self.cfg.epochs, self.steps, self.steps,
                                      row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],

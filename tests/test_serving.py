@@ -303,8 +303,8 @@ def test_bf16_predictions_without_grad_cam_run_the_backbone_then_the_head():
 
 
 def _broken_whole(kind: str):
-    def build(model, size):
-        real = backends.ort_outputs(model, size)
+    def build(model, size, calibration=None):
+        real = backends.ort_outputs(model, size, calibration)
         if kind == "build":
             raise _Fault("the engine could not be built")
         if kind == "disagrees":
