@@ -19,6 +19,7 @@ This module does no I/O: pretrained weights are loaded by `posture.pretrained`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -280,13 +281,15 @@ def arch_config(name: str) -> ArchConfig:
 
 
 def build_model(
-    name: str, num_classes: int = 2, weights: str | None = None, heads: Sequence[str] = ()
+    name: str, num_classes: int = 2, weights: str | None = None, heads: Sequence[str] = (),
+    imagenet_file: str | Path | None = None,
 ) -> PostureNet:
     """Build a model by registry name with a fresh head for `num_classes` classes.
 
-    `weights` initialises the backbone: None (random), "imagenet" or a path to a
-    torchvision-format state dict (see `posture.pretrained`); only for architectures
-    with published weights. `heads` adds auxiliary heads (`AUX_HEADS`).
+    `weights` initialises the backbone: None (random), "imagenet" (from `imagenet_file`, a
+    local copy, if given; else downloaded) or a path to a torchvision-format state dict (see
+    `posture.pretrained`); only for architectures with published weights. `heads` adds
+    auxiliary heads (`AUX_HEADS`).
     """
     cfg = arch_config(name)
     if num_classes < 2:
@@ -297,7 +300,7 @@ def build_model(
             raise UsageError(f"{name} has no pretrained weights; it is trained from scratch")
         from posture.pretrained import backbone_state_dict  # the only I/O, kept out of this module
 
-        load_backbone(model, backbone_state_dict(weights))
+        load_backbone(model, backbone_state_dict(weights, imagenet_file))
     return model.add_heads(heads)
 
 

@@ -1,14 +1,13 @@
 """Backbone weights for transfer learning: ImageNet through torchvision, or a local file.
 
 Online, "imagenet" goes through torchvision's weights API, which downloads
-`ResNet18_Weights.IMAGENET1K_V1` once into the torch cache. Offline, point
-`POSTURE_RESNET18_WEIGHTS` (or the CLI's `--init FILE`) at a file in
-torchvision's state-dict format, e.g. `resnet18-f37072fd.pth`.
+`ResNet18_Weights.IMAGENET1K_V1` once into the torch cache. Offline, pass a local copy in
+torchvision's state-dict format, e.g. `resnet18-f37072fd.pth` (`local=`, `TrainConfig.imagenet_weights`;
+the CLI and the app read it from `POSTURE_RESNET18_WEIGHTS`), or give the file as `--init FILE`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -53,17 +52,15 @@ def _cached_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / _FILENAME
 
 
-def imagenet_available() -> bool:
-    """Whether ImageNet weights can be had without a download (env file or torch cache)."""
-    local = os.environ.get(IMAGENET_ENV)
+def imagenet_available(local: str | Path | None = None) -> bool:
+    """Whether ImageNet weights can be had without a download (the `local` file, or the torch cache)."""
     return Path(local).is_file() if local else _cached_file().is_file()
 
 
-def backbone_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
-    """"imagenet" ($POSTURE_RESNET18_WEIGHTS, else torchvision's download) or a file path."""
+def backbone_state_dict(weights: str | Path, local: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """"imagenet" (the `local` copy if given, else torchvision's download) or a file path."""
     if str(weights) != "imagenet":
         return load_state_dict_file(weights)
-    local = os.environ.get(IMAGENET_ENV)
     if local:
         return load_state_dict_file(local)
     try:

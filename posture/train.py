@@ -63,6 +63,7 @@ class TrainConfig:
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
     precision: str = "auto"  # full training: "bf16" autocast, "fp32", or "auto" (mixed precision where the device has it)
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"
+    imagenet_weights: str | None = None  # a local copy of the ImageNet weights for init "imagenet" (offline)
     storage_dtype: str = "float32"  # checkpoint weights: "float16" halves the file
     loss_weights: LossWeights = field(default_factory=LossWeights)
     exclude_styles: tuple[str, ...] = ()  # leave out pictures of these synthetic styles (held-out runs)
@@ -158,7 +159,8 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], heads: list[str]) -
     ckpt = _posture_checkpoint(cfg.init)
     if ckpt is None:
         weights = None if cfg.init == "scratch" else cfg.init
-        return build_model(cfg.arch, len(class_names), weights=weights, heads=heads)
+        return build_model(cfg.arch, len(class_names), weights=weights, heads=heads,
+                           imagenet_file=cfg.imagenet_weights)
     model, info = load_checkpoint(ckpt)
     if info.arch != cfg.arch:
         raise CheckpointError(f"{ckpt} holds a {info.arch}, but training asks for {cfg.arch}")

@@ -26,6 +26,9 @@ def _styles(text: str | None) -> tuple[str, ...]:
 
 def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) -> argparse.ArgumentParser:
     """The training options (shared by `train` and `heldout`)."""
+    import os
+
+    from posture.pretrained import IMAGENET_ENV
     from posture.train import PRECISIONS as TRAIN_PRECISIONS
 
     d = LossWeights()
@@ -58,6 +61,8 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
                    help="no familiarity gate on the side-view flag (the head's opinion alone)")
     p.add_argument("--workers", type=int, default=1, help="image decoding processes beside training")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--imagenet-weights", default=os.environ.get(IMAGENET_ENV) or None, metavar="FILE",
+                   help=f"a local copy of the ImageNet weights for --init imagenet (default: ${IMAGENET_ENV})")
     p.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                    help="full training: auto (mixed precision where the device has it), fp32 or bf16")
     p.add_argument("--json", action="store_true")
@@ -74,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         patience=args.patience, feature_views=args.feature_views, storage_dtype=args.storage,
         exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer, calibrate=args.calibrate, gate=args.gate,
         loss_weights=LossWeights(args.cva_weight, args.side_weight, args.cam_weight), workers=args.workers,
-        device=args.device, precision=args.precision,
+        device=args.device, precision=args.precision, imagenet_weights=args.imagenet_weights,
     )  # fmt: skip
 
 

@@ -94,7 +94,7 @@ def test_rename_and_delete_your_own_models_but_not_bundled_ones(client, tmp_path
         client.predict(handle_file(str(photo)), name, None, 0.5, api_name="/predict")
 
 
-def _onnx_logits(path: Path, x) -> "np.ndarray":
+def _onnx_logits(path: Path, x):
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -45,6 +45,7 @@ def test_every_variable_is_read(tmp_path):
     ("POSTURE_CHECKPOINTS", "/no/such/folder", "no such folder"),
     ("POSTURE_CHECKPOINTS", "", "empty"),
     ("POSTURE_EXAMPLES", "/no/such/folder", "no such folder"),
+    ("POSTURE_RESNET18_WEIGHTS", "/no/such/resnet18.pth", "no such file"),
 ])
 def test_a_bad_value_names_the_variable_and_what_it_needs(name, value, says):
     with pytest.raises(SettingsError, match=says) as err:

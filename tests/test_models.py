@@ -129,20 +129,22 @@ def test_local_torchvision_state_dict_gives_exactly_those_backbone_weights(tmp_p
     assert state["fc.weight"].shape == (2, 512)
 
 
-def test_imagenet_env_var_is_the_offline_path(tmp_path, monkeypatch):
+def test_a_local_copy_is_the_offline_path_to_imagenet_weights(tmp_path, monkeypatch):
     torch.manual_seed(7)
     reference = tv_resnet18()
     path = tmp_path / "resnet18-f37072fd.pth"
     torch.save(reference.state_dict(), path)
-    monkeypatch.setenv(IMAGENET_ENV, str(path))
-    model = build_model("resnet18", num_classes=2, weights="imagenet")
+    monkeypatch.setenv(IMAGENET_ENV, str(tmp_path / "ignored.pth"))  # the CLI's and the app's, not the library's
+    model = build_model("resnet18", num_classes=2, weights="imagenet", imagenet_file=path)
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    from posture.pretrained import imagenet_available
+
+    assert imagenet_available(path) and not imagenet_available(tmp_path / "nope.pth")
 
 
-def test_missing_imagenet_weights_say_how_to_provide_them(tmp_path, monkeypatch):
-    monkeypatch.setenv(IMAGENET_ENV, str(tmp_path / "nope.pth"))
+def test_missing_imagenet_weights_say_how_to_provide_them(tmp_path):
     with pytest.raises(WeightsError) as err:
-        build_model("resnet18", weights="imagenet")
+        build_model("resnet18", weights="imagenet", imagenet_file=tmp_path / "nope.pth")
     assert IMAGENET_ENV in str(err.value) and "--init" in str(err.value)
 
 

@@ -33,6 +33,7 @@ VARIABLES = {
     "POSTURE_EXAMPLES": ("examples/", "folder of example photos (empty: none)"),
     "POSTURE_PRECISION": ("auto", "fp32, bf16, int8, or auto (bf16 on CPUs with native bf16)"),
     "POSTURE_DEVICE": ("auto", "cpu, cuda, mps, or auto"),
+    "POSTURE_RESNET18_WEIGHTS": ("", "a local copy of the ImageNet weights for resnet18 (empty: download)"),
 }
 
 
@@ -52,6 +53,7 @@ class Settings:
     examples: Path | None = REPO / "examples"
     precision: str = "auto"
     device: str = "auto"
+    imagenet_weights: Path | None = None
 
     @property
     def session_ttl_s(self) -> float:
@@ -76,6 +78,7 @@ class Settings:
             examples=_folder(env, "POSTURE_EXAMPLES", empty_means_none=True),
             precision=_choice(env, "POSTURE_PRECISION", PRECISIONS),
             device=_choice(env, "POSTURE_DEVICE", DEVICES),
+            imagenet_weights=_file(env, "POSTURE_RESNET18_WEIGHTS"),
         )
 
 
@@ -109,6 +112,17 @@ def _folder(env: Mapping[str, str], name: str, empty_means_none: bool = False) -
     path = Path(raw).expanduser()
     if not path.is_dir():
         raise SettingsError(f"{name}={raw!r}: no such folder ({VARIABLES[name][1]})")
+    return path
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    """An optional file: unset or empty is None; set, it must exist."""
+    raw = _raw(env, name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise SettingsError(f"{name}={raw!r}: no such file ({VARIABLES[name][1]})")
     return path
 
 

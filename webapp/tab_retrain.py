@@ -246,7 +246,8 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
         config = TrainConfig(arch=arch_name, init=_init_value(ctx, arch_name, init_name),
                              freeze=FREEZE_CHOICES.get(backbone), epochs=int(n_epochs), lr=_learning_rate(rate),
                              batch_size=int(batch), img_size=None if size in (None, "", "automatic") else int(size),
-                             val_split=float(share), seed=int(seed_value or 0), device=ctx.settings.device)
+                             val_split=float(share), seed=int(seed_value or 0), device=ctx.settings.device,
+                             imagenet_weights=str(ctx.settings.imagenet_weights or "") or None)
         session.workdir(request)
         session.cancelled, job = None, TrainingJob()
         session.training = job
@@ -369,7 +370,7 @@ def _counts_text(session: Session) -> str:
 
 def _init_choices(ctx: AppContext, arch: str) -> tuple[list[str], str]:
     choices = []
-    if arch == "resnet18" and imagenet_available():
+    if arch == "resnet18" and imagenet_available(ctx.settings.imagenet_weights):
         choices.append(INIT_IMAGENET)
     if arch in ctx.models.bundled():
         choices.append(INIT_BUNDLED)
