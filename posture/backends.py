@@ -334,6 +334,6 @@ def check_backbone(candidate: Backbone, reference: Backbone, inputs: torch.Tenso
 
 def _cat(outs: list) -> torch.Tensor | ModelOutput:
     if isinstance(outs[0], ModelOutput):
-        return ModelOutput(*(None if getattr(outs[0], f) is None else torch.cat([getattr(o, f) for o in outs])
-                             for f in ("logits", "cva_deg", "side_view_logit")))
+        return ModelOutput(**{f: None if v is None else torch.cat([getattr(o, f) for o in outs])
+                              for f, v in vars(outs[0]).items()})
     return torch.cat(outs)

@@ -124,7 +124,7 @@ class EpochLoop:
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
             self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
         )
-        self.scaler: torch.amp.GradScaler | None = None  # set for float16 autocast on a GPU
+        self.scaler = torch.amp.GradScaler(enabled=False)  # enabled for float16 autocast (see fit_full)
 
     def run(
         self,
@@ -151,13 +151,9 @@ class EpochLoop:
                 with EXPORT_GUARD.running():
                     self.opt.zero_grad(set_to_none=True)
                     loss, stats = step(payload)
-                    if self.scaler is None:
-                        loss.backward()
-                        self.opt.step()
-                    else:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.step(self.opt)
-                        self.scaler.update()
+                    self.scaler.scale(loss).backward()  # disabled, a plain backward and optimiser step
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
                     self.sched.step()
                     loss_value = float(loss.detach())
                 n = len(index_batches[i - 1])

@@ -97,7 +97,7 @@ class Predictor:
 
     The model it is given is left untouched: the Predictor serves a private copy, in eval
     mode, on `device` ("auto": CUDA, then MPS, then the CPU; see `posture.devices`).
-    `precision` ("auto", "fp32" or "bf16"; None means "auto") picks the
+    `precision` ("auto", "fp32", "bf16" or "int8"; None means "auto") picks the
     serving path (see `posture.serving`); the fast backbone for a layer is built on its first
     prediction.
     """

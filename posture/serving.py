@@ -122,19 +122,22 @@ class ServingModel:
         self.mean, self.std = tuple(mean), tuple(std)
         self._heads: dict[str, _Head] = {}
         self._backbones: dict[str, Backbone] = {}
-        self._whole: Backbone | None = None  # the whole-model path, once built; see outputs()
-        self._whole_built = False
+        self._whole: dict[str, Backbone | None] = {}  # "outputs" -> the whole-model path, or None; see outputs()
         self._lock = threading.Lock()
+
+    def _once(self, cache: dict, key: str, build: Callable[[], object]):
+        """`cache[key]`, made by `build()` on first use under the lock; once made, read without it."""
+        if key in cache:
+            return cache[key]
+        with self._lock:
+            if key not in cache:
+                cache[key] = build()
+            return cache[key]
 
     def head(self, layer: str) -> _Head:
         """The part of the model after `layer` (built once per layer)."""
-        head = self._heads.get(layer)
-        if head is not None:
-            return head
-        with self._lock:
-            if layer not in self._heads:
-                self._heads[layer] = _Head(self.model, layer).eval()  # a new Module trains by default; Grad-CAM restores modes
-            return self._heads[layer]
+        # .eval(): a new Module trains by default; Grad-CAM restores modes
+        return self._once(self._heads, layer, lambda: _Head(self.model, layer).eval())
 
     def backend(self, layer: str) -> str:
         """The name of the path that computes the backbone through `layer` (building it if needed)."""
@@ -175,7 +178,7 @@ class ServingModel:
                 warnings.warn(f"{whole.name} (whole model) failed while serving ({type(exc).__name__}: {exc}); "
                               f"falling back to {reference.name}", RuntimeWarning, stacklevel=2)
                 with self._lock:
-                    self._whole = reference
+                    self._whole["outputs"] = reference
                 return reference(x)
         last = self.model.stage_names[-1]
         features = self.features(x, last)
@@ -192,21 +195,20 @@ class ServingModel:
             return self.model.forward_outputs(x)
 
     def _whole_model(self) -> Backbone | None:
-        if self._whole_built:
-            return self._whole
-        with self._lock:
-            if not self._whole_built:
-                reference = Backbone("torch-fp32", self._eager_outputs)
-                candidates = {"fp32": ["fp32"], "int8": ["int8", "fp32"]}.get(self.precision, [])
-                for precision in candidates if self.device.type == "cpu" else []:
-                    calibration = self._calibration() if precision == "int8" else None
-                    self._whole = self._checked(
-                        precision, lambda: ort_outputs(self.model, self.input_size, calibration), reference,
-                        "the whole model")
-                    if self._whole is not None:
-                        break
-                self._whole_built = True
-            return self._whole
+        return self._once(self._whole, "outputs", self._build_whole)
+
+    def _build_whole(self) -> Backbone | None:
+        """The first whole-model path that builds and agrees with eager fp32; None: backbone and head."""
+        if self.device.type != "cpu":
+            return None
+        reference = Backbone("torch-fp32", self._eager_outputs)
+        for precision in {"fp32": ["fp32"], "int8": ["int8", "fp32"]}.get(self.precision, []):
+            calibration = self._calibration() if precision == "int8" else None
+            whole = self._checked(precision, lambda: ort_outputs(self.model, self.input_size, calibration),
+                                  reference, "the whole model")
+            if whole is not None:
+                return whole
+        return None
 
     def _checked(self, precision: str, build: Callable[[], Backbone], reference: Backbone, what: str) -> Backbone | None:
         """`build()` if it builds and agrees with `reference` on sample inputs, else None (with a warning)."""
@@ -243,13 +245,7 @@ class ServingModel:
         return calibration_inputs(self.input_size, self.mean, self.std)
 
     def _backbone(self, layer: str) -> Backbone:
-        backbone = self._backbones.get(layer)
-        if backbone is not None:
-            return backbone
-        with self._lock:
-            if layer not in self._backbones:
-                self._backbones[layer] = self._build(layer)
-            return self._backbones[layer]
+        return self._once(self._backbones, layer, lambda: self._build(layer))
 
     def _build(self, layer: str) -> Backbone:
         """The first candidate that builds and agrees with eager fp32 on sample inputs."""
