@@ -1,6 +1,11 @@
-"""Exceptions the library raises for problems a user can fix; the CLI and app show their message."""
+"""Exceptions the library raises for problems a user can fix; the CLI and app show their message.
+And `warn_caller`, for warnings about something the library worked around."""
 
 from __future__ import annotations
+
+import os
+import sys
+import warnings
 
 
 class PostureError(Exception):
@@ -29,3 +34,15 @@ class DatasetError(PostureError, ValueError):
 
 class TrainingCancelled(PostureError):
     """Training stopped because the caller asked it to."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_caller(message: str, category: type[Warning] = RuntimeWarning) -> None:
+    """Warn, attributing the warning to the first caller outside this package (the line a user wrote),
+    however deep inside the package it was raised."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -29,7 +29,6 @@ fp32 on image-like inputs, and replaced by the next path down (bf16 -> ONNX Runt
 from __future__ import annotations
 
 import threading
-import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -49,7 +48,7 @@ from posture.backends import (
 )
 from posture.cpu import bf16_supported
 from posture.devices import autocast_dtype
-from posture.errors import UsageError
+from posture.errors import UsageError, warn_caller
 from posture.models import ModelOutput, PostureNet
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -152,8 +151,8 @@ class ServingModel:
             reference = self._reference(layer)
             if backbone.name == reference.name:
                 raise
-            warnings.warn(f"{backbone.name} failed while serving ({type(exc).__name__}: {exc}); "
-                          f"falling back to {reference.name}", RuntimeWarning, stacklevel=2)
+            warn_caller(f"{backbone.name} failed while serving ({type(exc).__name__}: {exc}); "
+                        f"falling back to {reference.name}")
             with self._lock:
                 self._backbones[layer] = reference
             out = reference(x)
@@ -175,8 +174,8 @@ class ServingModel:
                 reference = Backbone("torch-fp32", self._eager_outputs)  # builds nothing: callers may hold EXPORT_GUARD
                 if whole.name == reference.name:
                     raise
-                warnings.warn(f"{whole.name} (whole model) failed while serving ({type(exc).__name__}: {exc}); "
-                              f"falling back to {reference.name}", RuntimeWarning, stacklevel=2)
+                warn_caller(f"{whole.name} (whole model) failed while serving ({type(exc).__name__}: {exc}); "
+                            f"falling back to {reference.name}")
                 with self._lock:
                     self._whole["outputs"] = reference
                 return reference(x)
@@ -219,8 +218,7 @@ class ServingModel:
                 check_backbone(candidate, reference, inputs, TOLERANCES[precision])
             return candidate
         except Exception as exc:  # noqa: BLE001 - any failure of a fast path means: use the next one
-            warnings.warn(f"serving {what} without the {precision} fast path ({type(exc).__name__}: {exc})",
-                          RuntimeWarning, stacklevel=4)
+            warn_caller(f"serving {what} without the {precision} fast path ({type(exc).__name__}: {exc})")
             return None
 
     def _reference(self, layer: str) -> Backbone:

@@ -3,8 +3,10 @@ thread safety, and the caller's model left as it was."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -417,3 +419,15 @@ def test_int8_that_cannot_be_built_serves_fp32(monkeypatch, checkpoints_128):
     with pytest.warns(RuntimeWarning, match="int8 fast path.*no quantizer"):
         predictor.predict(person_like(), explain=False)
     assert predictor.serving.outputs_backend() == "onnxruntime-fp32"
+
+
+def test_a_refused_fast_path_warns_at_the_callers_line(monkeypatch, checkpoint_dir):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # the fp32 fast path cannot be built
+    predictor = Predictor.from_checkpoint(checkpoint_dir / "resnet14.safetensors", precision="fp32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        predictor.predict(person_like())
+    refused = [w for w in caught if "fp32 fast path" in str(w.message)]
+    assert refused, [str(w.message) for w in caught]
+    assert {(w.filename, w.lineno) for w in refused} == {(__file__, line)}
