@@ -1,10 +1,14 @@
-"""Load: 20 concurrent visitors predicting with explanations while the app trains a model.
+"""Load: live-monitor streams and predicting visitors at once, while the app trains a model.
 
-Starts `python app.py` on 127.0.0.1, starts a small training run through its /train API
-(a synthetic dataset uploaded as a .zip), then lets N visitors (one gradio_client each)
-send R /predict calls of a 12 MP phone photo each. A script, not a timed test.
+Starts `python app.py` on 127.0.0.1, starts a small training run through its /train API (a
+synthetic dataset uploaded as a .zip), opens `--streams` Monitor tabs in chromium (each its own
+browser session, with a fake camera playing synthetic side views) and, while they stream, lets
+`--visitors` API visitors (one gradio_client each) send `--requests` /predict calls of a 12 MP
+phone photo each. Reports the visitors' latency percentiles, each stream's frame rate over the
+same window, and every error: failed predictions and error toasts on the streaming pages.
+A script, not a timed test.
 
-Run: python benchmarks/load_test.py [--visitors 20] [--requests 5] [--epochs 30]
+Run: python benchmarks/load_test.py [--streams 5] [--visitors 10] [--requests 5] [--epochs 30]
 Writes benchmarks/results/load.json.
 """
 
@@ -19,7 +23,13 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import app_checkpoints, machine, phone_jpeg, start_app, stop_app, synthetic_set, wait_until_answering, write_result
+from _common import (CHROMIUM, CHROMIUM_ARGS, FAKE_CAMERA_ARGS, app_checkpoints, machine, phone_jpeg, rendered_frames,
+                     start_app, start_monitor_stream, stop_app, stream_frame_rate, synthetic_set,
+                     wait_until_answering, write_result, write_y4m)
+
+# Several pages stream at once: keep chromium from slowing the ones it considers in the background.
+NO_THROTTLING = ["--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+                 "--disable-backgrounding-occluded-windows"]
 
 
 def zip_dataset(folder: Path, out: Path) -> Path:
@@ -30,60 +40,97 @@ def zip_dataset(folder: Path, out: Path) -> Path:
     return out
 
 
-def main() -> None:
-    """Print and save latency percentiles, errors and whether training ran during the load."""
+def percentiles(values: list[float]) -> dict:
+    """p50, p95, max and mean (seconds, 2 decimals) of `values`."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50_s": None, "p95_s": None, "max_s": None, "mean_s": None}
+    at = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+    return {"p50_s": at(0.5), "p95_s": at(0.95), "max_s": round(ordered[-1], 2),
+            "mean_s": round(statistics.mean(ordered), 2)}
+
+
+def run_visitors(url: str, photo: Path, model: str, visitors: int, requests: int) -> tuple[list[float], list[str]]:
+    """`visitors` threads, one gradio_client each, `requests` /predict calls each: latencies and errors."""
     from gradio_client import Client, handle_file
 
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def visitor(i: int) -> None:
+        try:
+            client = Client(url, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, not raised
+            with lock:
+                errors.extend([f"visitor {i}: connect: {exc}"] * requests)
+            return
+        for _ in range(requests):
+            start = time.perf_counter()
+            try:
+                *_, details = client.predict(handle_file(str(photo)), model, None, 0.5, api_name="/predict")
+                assert details["label"], details
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - counted and reported, not raised
+                with lock:
+                    errors.append(f"visitor {i}: {type(exc).__name__}: {exc}"[:300])
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(visitors)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors
+
+
+def main() -> None:
+    """Print and save latencies, frame rates, errors and whether training ran throughout."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import sync_playwright
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--visitors", type=int, default=20)
+    parser.add_argument("--streams", type=int, default=5, help="Monitor tabs streaming a fake camera")
+    parser.add_argument("--visitors", type=int, default=10)
     parser.add_argument("--requests", type=int, default=5, help="predictions per visitor")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (it is cancelled at the end)")
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model", default="resnet18", help="the visitors' model (the streams use resnet14)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    stream_rates: list[dict] = []
+    stream_errors: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         tmp = Path(tmp)
         photo = tmp / "phone.jpg"
         photo.write_bytes(phone_jpeg())
         archive = zip_dataset(synthetic_set(400, seed=3), tmp / "data.zip")
+        camera = write_y4m(rendered_frames(20, size=(640, 480)), tmp / "camera.y4m")
         app = start_app(tmp / "app", app_checkpoints(tmp / "ckpt"))
-        url = app.url
+        browser = None
         try:
             wait_until_answering(app)
-            trainer = Client(url, verbose=False)
+            trainer = Client(app.url, verbose=False)
             trainer.predict(handle_file(str(archive)), api_name="/check_zip")
             job = trainer.submit("resnet14", "scratch", "automatic", args.epochs, "automatic", 16, "128", 0.2, 0,
                                  api_name="/train")
-            time.sleep(3.0)  # let training get going
-            latencies: list[float] = []
-            errors: list[str] = []
-            lock = threading.Lock()
-
-            def visitor(i: int) -> None:
-                try:
-                    client = Client(url, verbose=False)
-                except Exception as exc:  # noqa: BLE001 - counted and reported, not raised
-                    with lock:
-                        errors.extend([f"visitor {i}: connect: {exc}"] * args.requests)
-                    return
-                for _ in range(args.requests):
-                    start = time.perf_counter()
-                    try:
-                        *_, details = client.predict(handle_file(str(photo)), args.model, None, 0.5,
-                                                     api_name="/predict")
-                        assert details["label"], details
-                        with lock:
-                            latencies.append(time.perf_counter() - start)
-                    except Exception as exc:  # noqa: BLE001 - counted and reported, not raised
-                        with lock:
-                            errors.append(f"visitor {i}: {type(exc).__name__}: {exc}"[:300])
-
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                *CHROMIUM_ARGS, *NO_THROTTLING, *FAKE_CAMERA_ARGS, f"--use-file-for-fake-video-capture={camera}"])
+            pages = []
+            for _ in range(args.streams):  # one context each: separate cookies, so separate app sessions
+                context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["camera"])
+                page = context.new_page()
+                page.set_default_timeout(120_000)
+                page.goto(app.url)
+                start_monitor_stream(page, "resnet14")
+                pages.append(page)
+            since = [page.evaluate("performance.now()") for page in pages]
             start = time.perf_counter()
-            threads = [threading.Thread(target=visitor, args=(i,)) for i in range(args.visitors)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            latencies, errors = run_visitors(app.url, photo, args.model, args.visitors, args.requests)
             wall = time.perf_counter() - start
+            for i, (page, t0) in enumerate(zip(pages, since)):
+                frames, fps = stream_frame_rate(page, t0)
+                stream_rates.append({"frames": frames, "frames_per_s": round(fps, 2)})
+                stream_errors += [f"stream {i}: {text}"[:300]
+                                  for text in page.locator("[data-testid='toast-body']").all_inner_texts()]
             training_still_running = not job.done()
             if training_still_running:
                 trainer.predict(api_name="/cancel_training")
@@ -92,23 +139,30 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 training_outcome = f"{type(exc).__name__}: {exc}"[:200]
         finally:
+            if browser is not None:
+                browser.close()
             stop_app(app)
-    lat = sorted(latencies)
-    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None  # noqa: E731
+    rates = [s["frames_per_s"] for s in stream_rates]
     result = {
-        "machine": machine(), "visitors": args.visitors, "requests_each": args.requests, "model": args.model,
+        "machine": machine(),
+        "visitors": args.visitors, "requests_each": args.requests, "model": args.model,
         "photo": "4000x3000 JPEG q90, EXIF orientation 6",
-        "answered": len(lat), "errors": len(errors), "error_samples": errors[:5],
-        "p50_s": pct(0.5), "p95_s": pct(0.95), "max_s": round(lat[-1], 2) if lat else None,
-        "mean_s": round(statistics.mean(lat), 2) if lat else None,
-        "wall_s": round(wall, 1), "throughput_per_s": round(len(lat) / wall, 2),
+        "answered": len(latencies), "errors": len(errors) + len(stream_errors),
+        "error_samples": (errors + stream_errors)[:5],
+        **percentiles(latencies),
+        "wall_s": round(wall, 1), "throughput_per_s": round(len(latencies) / wall, 2),
+        "streams": args.streams, "stream_model": "resnet14",
+        "stream_camera": "640x480 Y4M of synthetic side views, chromium fake device, one browser context per stream",
+        "stream_frames_per_s": rates,
+        "stream_frames_per_s_min": min(rates) if rates else None,
+        "stream_frames_per_s_total": round(sum(rates), 2),
         "training_running_throughout": training_still_running, "training_outcome": training_outcome,
     }
     write_result("load", result)
     for k, v in result.items():
         if k != "machine":
             print(f"{k}: {v}")
-    sys.exit(1 if errors else 0)
+    sys.exit(1 if result["errors"] else 0)
 
 
 if __name__ == "__main__":
