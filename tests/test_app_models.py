@@ -101,7 +101,7 @@ def _onnx_logits(path: Path, x):
     return session.run(["logits"], {"image": x.numpy()})[0]
 
 
-def test_any_model_downloads_as_its_checkpoint_and_as_onnx(client, tmp_path, checkpoint_dir):
+def test_any_model_downloads_as_its_checkpoint_and_as_onnx(app, client, tmp_path, checkpoint_dir):
     import json
 
     import numpy as np
@@ -123,11 +123,20 @@ def test_any_model_downloads_as_its_checkpoint_and_as_onnx(client, tmp_path, che
         want = model(x).numpy()
     assert np.abs(_onnx_logits(paths[".onnx"], x) - want).max() <= 1e-4
 
+    # the same model again is served from the export already made, not exported anew
+    exported = list(app.workdir.glob("**/downloads/resnet14.onnx"))
+    assert len(exported) == 1
+    made = exported[0].stat().st_mtime_ns
+    again = client.predict("resnet14", api_name="/export_model")[0]["value"]
+    assert sorted(Path(f).name for f in again) == ["resnet14.onnx", "resnet14.safetensors"]
+    assert exported[0].stat().st_mtime_ns == made
+
     # your own model too, under its name
     client.predict(handle_file(str(own_checkpoint(tmp_path / "slouchy.safetensors"))), api_name="/upload_model")
     files = client.predict("slouchy", api_name="/export_model")[0]["value"]
     assert sorted(Path(f).name for f in files) == ["slouchy.onnx", "slouchy.safetensors"]
     assert _onnx_logits(next(Path(f) for f in files if f.endswith(".onnx")), x).shape == (2, 3)
+    assert not exported[0].exists()  # only the latest export is kept
     with pytest.raises(AppError, match="not in the list of choices|Unknown model"):
         client.predict("nobody", api_name="/export_model")
 

@@ -137,12 +137,16 @@ def build(ctx: AppContext) -> dict[str, Any]:
         source = ctx.models.path(name, session)
         predictor = ctx.models.predictor(name, session)  # loaded (and checked) already, or now
         folder = session.workdir(request) / "downloads"
-        shutil.rmtree(folder, ignore_errors=True)  # only the latest export is kept
-        folder.mkdir()
-        checkpoint = folder / f"{name}.safetensors"
-        shutil.copyfile(source, checkpoint)
-        progress(0.2, desc="exporting to ONNX")
-        onnx_file = export_onnx(predictor.model, predictor.info, folder / f"{name}.onnx")
+        checkpoint, onnx_file, stamp = folder / f"{name}.safetensors", folder / f"{name}.onnx", folder / "source"
+        source_stat = source.stat()
+        source_id = f"{source.resolve()} {source_stat.st_size} {source_stat.st_mtime_ns}"
+        if not (onnx_file.is_file() and stamp.is_file() and stamp.read_text() == source_id):
+            shutil.rmtree(folder, ignore_errors=True)  # only the latest export is kept
+            folder.mkdir()
+            shutil.copyfile(source, checkpoint)
+            progress(0.2, desc="exporting to ONNX")
+            export_onnx(predictor.model, predictor.info, onnx_file)
+            stamp.write_text(source_id)  # the same model again is served from these files
         info = predictor.info
         text = (f"**{name}** as ONNX: input `image` (B, 3, {info.input_size}, {info.input_size}), outputs "
                 f"{', '.join(f'`{o}`' for o in output_names(predictor.model))}; "
