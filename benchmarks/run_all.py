@@ -135,7 +135,10 @@ def summary() -> str:
                   f"answered {ld['answered']}, **errors {ld['errors']}**, p50 {ld['p50_s']} s, p95 {ld['p95_s']} s, "
                   f"max {ld['max_s']} s, {ld['throughput_per_s']} predictions/s."
                   + (f" Streams: {ld['stream_frames_per_s']} frames/s each (lowest {ld['stream_frames_per_s_min']}, "
-                     f"{ld['stream_frames_per_s_total']} in all) over the same window." if streams else ""), "",
+                     f"{ld['stream_frames_per_s_total']} in all) over the same window." if streams else "")
+                  + (f" Chromium and the clients ran at niceness {ld['client_nice']}; over the window the app "
+                     f"process kept {ld['cores_busy_app']} cores busy on average, the whole machine "
+                     f"{ld['cores_busy_all']}." if "cores_busy_app" in ld else ""), "",
                   "Thread settings: each process uses torch's default of one intra-op thread per core "
                   "(2 here; OMP_NUM_THREADS unset). /predict runs one call at a time and /train one job at a time; "
                   "monitor frames share their own limit (`POSTURE_MAX_STREAMS`, 8), so the streams are judged side "
