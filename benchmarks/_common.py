@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 # The one app launcher, shared with the tests: `python app.py` on a free localhost port.
-from webapp.launcher import RunningApp, running_app, start_app, stop_app, wait_until_answering  # noqa: E402,F401
+from webapp.launcher import (RunningApp, cpu_seconds, running_app, start_app, stop_app,  # noqa: E402,F401
+                             wait_until_answering)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(os.environ.get("POSTURE_BENCH_CACHE", Path(tempfile.gettempdir()) / "posture-bench"))

@@ -24,10 +24,12 @@ import tempfile
 import threading
 import time
 import zipfile
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from _common import (CHROMIUM, CHROMIUM_ARGS, FAKE_CAMERA_ARGS, app_checkpoints, machine, phone_jpeg, rendered_frames,
-                     start_app, start_monitor_stream, stop_app, stream_frame_rate, synthetic_set,
+from _common import (CHROMIUM, CHROMIUM_ARGS, FAKE_CAMERA_ARGS, app_checkpoints, cpu_seconds, machine, phone_jpeg,
+                     rendered_frames, start_app, start_monitor_stream, stop_app, stream_frame_rate, synthetic_set,
                      wait_until_answering, write_result, write_y4m)
 
 # Several pages stream at once: keep chromium from slowing the ones it considers in the background.
@@ -35,33 +37,44 @@ NO_THROTTLING = ["--disable-renderer-backgrounding", "--disable-background-timer
                  "--disable-backgrounding-occluded-windows"]
 
 
-def cpu_seconds(pid: int | None = None) -> float | None:
-    """CPU time used so far (user + system, seconds): by process `pid`, or by the whole machine.
-    Linux /proc; None elsewhere."""
-    import os
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy so far (all but idle and iowait; Linux /proc/stat)."""
+    busy = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(busy) - busy[3] - busy[4]) / os.sysconf("SC_CLK_TCK")
 
+
+def lower_priority(pid: int, niceness: int) -> None:
+    """Lower process `pid`'s priority, and its session's where the kernel shares the CPU between
+    sessions first (autogroup): there only the session's niceness counts against the app's session."""
     try:
-        if pid is None:
-            busy = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            return (sum(busy) - busy[3] - busy[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def yield_cpu(niceness: int, pid: int | None = None) -> None:
-    """Lower the priority of process `pid` (default: this one), and of its session where the kernel
-    groups sessions (autogroup): the app runs in a session of its own, and between sessions only
-    the session's niceness counts."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid or 0, niceness)
-        Path(f"/proc/{pid or 'self'}/autogroup").write_text(str(niceness))
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
     except OSError:
         pass  # gone already, or no autogroup here: plain niceness applies
 
 
-def descendants(pid: int) -> list[int]:
+@contextmanager
+def yielding_cpu(niceness: int) -> Iterator[None]:
+    """This process (the visitors' clients) and what it starts at `niceness`. Its session (the
+    caller's terminal too) is lowered only where its old niceness can be put back afterwards."""
+    os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    session = Path("/proc/self/autogroup")
+    try:
+        old = int(session.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        yield  # no autogroup here
+        return
+    restorable = os.geteuid() == 0  # raising a niceness back needs the privilege
+    if restorable:
+        session.write_text(str(niceness))
+    try:
+        yield
+    finally:
+        if restorable:
+            session.write_text(str(old))
+
+
+def descendants(pid: int) -> set[int]:
     """Every process started, directly or not, by `pid` (Linux /proc)."""
     parents = {}
     for entry in Path("/proc").iterdir():
@@ -70,11 +83,10 @@ def descendants(pid: int) -> list[int]:
                 parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-    found, frontier = [], [pid]
+    found, frontier = set(), {pid}
     while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
     return found
 
 
@@ -146,18 +158,18 @@ def main() -> None:
     args = parser.parse_args()
     stream_rates: list[dict] = []
     stream_errors: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p, ExitStack() as priority:
         tmp = Path(tmp)
         photo = tmp / "phone.jpg"
         photo.write_bytes(phone_jpeg())
         archive = zip_dataset(synthetic_set(400, seed=3), tmp / "data.zip")
         camera = write_y4m(rendered_frames(20, size=(640, 480)), tmp / "camera.y4m")
         app = start_app(tmp / "app", app_checkpoints(tmp / "ckpt"))
-        # Visitors' browsers and clients run on their own machines; here they share the app's cores.
-        # From now on this process and what it starts (chromium) yield the CPU to the app.
-        yield_cpu(args.client_nice)
         browser = None
         try:
+            # Visitors' browsers and clients run on their own machines; here they share the app's cores,
+            # so from now on this process and what it starts (chromium) yield the CPU to the app.
+            priority.enter_context(yielding_cpu(args.client_nice))
             wait_until_answering(app)
             trainer = Client(app.url, verbose=False)
             trainer.predict(handle_file(str(archive)), api_name="/check_zip")
@@ -173,14 +185,14 @@ def main() -> None:
                 page.goto(app.url)
                 start_monitor_stream(page, "resnet14")
                 pages.append(page)
-            for pid in descendants(os.getpid()):  # chromium starts its processes in sessions of their own
-                if pid != app.process.pid and pid not in descendants(app.process.pid):
-                    yield_cpu(args.client_nice, pid)
+            # chromium starts its processes in sessions of their own: lower those sessions too
+            for pid in descendants(os.getpid()) - descendants(app.process.pid) - {app.process.pid}:
+                lower_priority(pid, args.client_nice)
             since = [page.evaluate("performance.now()") for page in pages]
-            start, app_cpu0, all_cpu0 = time.perf_counter(), cpu_seconds(app.process.pid), cpu_seconds()
+            start, app_cpu0, all_cpu0 = time.perf_counter(), cpu_seconds(app.process.pid), machine_cpu_seconds()
             latencies, errors = run_visitors(app.url, photo, args.model, args.visitors, args.requests)
             wall = time.perf_counter() - start
-            app_cpu1, all_cpu1 = cpu_seconds(app.process.pid), cpu_seconds()
+            app_cpu1, all_cpu1 = cpu_seconds(app.process.pid), machine_cpu_seconds()
             for i, (page, t0) in enumerate(zip(pages, since)):
                 frames, fps = stream_frame_rate(page, t0)
                 stream_rates.append({"frames": frames, "frames_per_s": round(fps, 2)})
@@ -216,8 +228,8 @@ def main() -> None:
         "training_running_throughout": training_still_running, "training_outcome": training_outcome,
         # where the cores went over the window: the app (serving, streams and training) and everything
         # (the app, chromium's pages and the visitors' clients), in cores busy on average
-        "cores_busy_app": round((app_cpu1 - app_cpu0) / wall, 2) if app_cpu0 is not None else None,
-        "cores_busy_all": round((all_cpu1 - all_cpu0) / wall, 2) if all_cpu0 is not None else None,
+        "cores_busy_app": round((app_cpu1 - app_cpu0) / wall, 2),
+        "cores_busy_all": round((all_cpu1 - all_cpu0) / wall, 2),
     }
     write_result("load", result)
     for k, v in result.items():

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks._common import rendered_frames, write_y4m  # noqa: F401 - the benchmarks' fake camera
-from webapp.launcher import REPO, RunningApp, running_app  # noqa: F401 - re-exported for the test modules
+from webapp.launcher import REPO, RunningApp, cpu_seconds, running_app  # noqa: F401 - re-exported for the test modules
 
 CLASSES = ["normal", "turtle_neck"]
 CHROMIUM = os.environ.get("POSTURE_CHROMIUM", "/usr/bin/chromium")
@@ -242,9 +242,3 @@ def server_pid(url: str) -> int:
         except OSError:  # gone, or not ours to read
             continue
     raise LookupError(f"no process listens on port {port}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) the process has used so far (Linux: /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime

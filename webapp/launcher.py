@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["RunningApp", "free_port", "running_app", "start_app", "stop_app", "wait_until_answering"]
+__all__ = ["RunningApp", "cpu_seconds", "free_port", "running_app", "start_app", "stop_app", "wait_until_answering"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,3 +106,9 @@ def running_app(workdir: Path, checkpoints: Path, examples: Path | None = None, 
         yield app
     finally:
         stop_app(app)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used so far (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
