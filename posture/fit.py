@@ -259,7 +259,7 @@ def _stack_targets(items: list[Item]) -> Targets:
 def fit_head(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageDataset,
              class_weights: torch.Tensor, loop: EpochLoop, progress: ProgressFn) -> None:
     """Train the heads alone on pooled features of a frozen backbone, computed once."""
-    views = [Augment.none()] + [Augment() for _ in range(cfg.feature_views if cfg.augment else 0)]
+    views = [Augment.none()] + [cfg.augmentation() for _ in range(cfg.feature_views if cfg.augment else 0)]
     progress(TrainEvent("phase", message=f"computing backbone features ({len(views)} view(s))"))
     train_feats = []
     for v, aug in enumerate(views):

@@ -4,13 +4,15 @@ An `Item` is one picture and what is known about it: its class (or none, for a p
 side view), the angle in the picture, whether it is a side view, the head-and-neck box. Images are
 decoded per item, or once into memory (`ImageDataset.preload`) when the set is reused epoch after
 epoch. Augmentation keeps the neck angle meaningful: horizontal flips (a person facing the other
-way: the angle, measured toward the face, is unchanged), colour changes and a small zoom/shift;
+way: the angle, measured toward the face, is unchanged), colour changes, a small zoom/shift and,
+when asked for (`Augment.degrade`), a low-quality capture: fewer pixels, blur or camera shake, JPEG;
 never rotation or shear. Its randomness comes from (seed, epoch, index), so a run is reproducible
 and does not depend on loader workers or on torch's global RNG.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +20,16 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from posture.images import load_image
 from posture.labels import Annotation
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD, letterbox, normalize
+from posture.synth.styles import motion_blur
 
-__all__ = ["Augment", "ImageDataset", "Item", "annotate", "augment_image", "square_box"]
+__all__ = ["Augment", "ImageDataset", "Item", "annotate", "augment_image", "degrade_image", "square_box"]
 
 NAN = float("nan")
 Box = tuple[float, float, float, float]
@@ -89,10 +92,11 @@ class Augment:
     scale: float = 0.10  # zoom drawn from [1 - s, 1 + s]
     translate: float = 0.06  # shift, as a share of the side
     grey: float = 0.1  # probability of dropping the colour
+    degrade: float = 0.0  # probability of a low-quality capture (`degrade_image`)
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
     def active(self) -> bool:
@@ -126,7 +130,26 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box:
             dx, dy = shift[0] / img.width, shift[1] / img.height
             box = (0.5 + scale * (box[0] - 0.5) + dx, 0.5 + scale * (box[1] - 0.5) + dy,
                    0.5 + scale * (box[2] - 0.5) + dx, 0.5 + scale * (box[3] - 0.5) + dy)
+    if aug.degrade and rng.random() < aug.degrade:
+        img = degrade_image(img, rng)
     return img, box
+
+
+def degrade_image(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The same picture as a small, shaky or cheap camera would take it, at the same size and
+    geometry: 40-100% of the pixels along each side, then a slight blur or camera shake, then JPEG
+    at quality 30-90."""
+    w, h = img.size
+    f = rng.uniform(0.4, 1.0)
+    small = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BOX)
+    if rng.random() < 0.5:
+        small = motion_blur(small, rng, rng.uniform(0.5, 2.5))
+    else:
+        small = small.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.0)))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=int(rng.integers(30, 91)))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
 
 
 class ImageDataset(Dataset):

@@ -58,6 +58,7 @@ class TrainConfig:
     patience: int = 5  # epochs without a better validation loss before stopping
     weight_decay: float = 1e-4
     augment: bool = True
+    degrade: float = 0.0  # probability that a training picture is seen as a low-quality capture (`degrade_image`)
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
     cache_features: bool = True  # frozen path: train the heads on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
@@ -71,6 +72,10 @@ class TrainConfig:
     calibrate: bool = True  # temperature-scale the classifier on the validation set
     gate: bool = True  # fit the familiarity gate of the side-view flag (models with that head)
     preload: bool | None = None  # decode every image once into memory; None: when it fits PRELOAD_BUDGET
+
+    def augmentation(self) -> Augment:
+        """The training augmentation this run asks for."""
+        return Augment(degrade=self.degrade) if self.augment else Augment.none()
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default; UsageError for impossible settings."""
@@ -87,6 +92,8 @@ class TrainConfig:
             cfg.lr = spec.default_lr(cfg.init, bool(cfg.freeze))
         if cfg.epochs < 1 or cfg.batch_size < 1 or not 0.0 < cfg.val_split < 1.0:
             raise UsageError("epochs and batch size must be >= 1 and the validation share in (0, 1)")
+        if not 0.0 <= cfg.degrade <= 1.0:
+            raise UsageError(f"degrade is a probability in [0, 1], got {cfg.degrade}")
         if not 16 <= cfg.img_size <= 1024:
             raise UsageError(f"image size {cfg.img_size} must lie within 16..1024 px")
         if cfg.precision not in PRECISIONS:
@@ -178,7 +185,7 @@ def _class_weights(labels: list[int], k: int) -> torch.Tensor:
 
 
 def _datasets(cfg: TrainConfig, train_items: list[Item], val_items: list[Item], emit: ProgressFn) -> tuple[ImageDataset, ImageDataset]:
-    aug = Augment() if cfg.augment else Augment.none()
+    aug = cfg.augmentation()
     train_ds = ImageDataset(train_items, int(cfg.img_size), augment=aug, seed=cfg.seed)
     val_ds = ImageDataset(val_items, int(cfg.img_size))
     preload = cfg.preload

@@ -1,5 +1,5 @@
 """Training examples: targets, angle-preserving augmentation that moves the box with the picture,
-preloading, and placing a picture's box in its letterboxed square."""
+preloading, low-quality captures, and placing a picture's box in its letterboxed square."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from posture.imagedata import Augment, ImageDataset, Item, annotate, augment_image, square_box
+from posture.imagedata import Augment, ImageDataset, Item, annotate, augment_image, degrade_image, square_box
 from posture.labels import Annotation
 
 NAN = math.nan
@@ -86,3 +86,49 @@ def test_annotate_uses_what_labels_csv_says(tmp_path):
     assert (a.cva_deg, a.box, a.aspect, a.style, a.view) == (60.0, (0.1, 0.2, 0.3, 0.4), 2.0, "photo", "side")
     assert math.isnan(b.cva_deg) and b.view == "side" and math.isnan(b.box[0])
     assert c.label == -1 and not c.side_view and c.view == "frontal" and math.isnan(c.cva_deg)
+
+
+def _sharpness(img: Image.Image) -> float:
+    """Mean absolute difference between neighbouring pixels: high for crisp edges."""
+    a = np.asarray(img.convert("L"), dtype=np.float32)
+    return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean())
+
+
+def test_degraded_capture_keeps_size_and_geometry_but_loses_detail():
+    """A low-quality capture: same size, the figure where it was, fewer and softer edges;
+    the same generator state gives the same picture."""
+    stripes = np.zeros((64, 64, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: the finest detail a picture can hold
+    stripes[:16] = 0
+    crisp = Image.fromarray(stripes)
+    for seed in range(8):
+        out = degrade_image(crisp, np.random.default_rng(seed))
+        assert out.size == crisp.size and out.mode == "RGB"
+        assert _sharpness(out) < 0.6 * _sharpness(crisp)
+        assert np.asarray(out)[:12].max() < 60  # the dark band stays dark: nothing moved
+        assert np.array_equal(np.asarray(out), np.asarray(degrade_image(crisp, np.random.default_rng(seed))))
+
+
+def test_degrade_probability_decides_how_often_training_sees_a_degraded_capture(tmp_path):
+    path = _bright_box_picture(tmp_path / "p.png", size=(64, 64))
+    item = Item(path, 0, 50.0)
+    colour_off = dict(flip=0, brightness=0, contrast=0, saturation=0, hue=0, scale=0, translate=0, grey=0)
+    plain = ImageDataset([item], 64, augment=Augment(**colour_off, degrade=0.0), seed=0)
+    always = ImageDataset([item], 64, augment=Augment(**colour_off, degrade=1.0), seed=0)
+    assert not plain.augment or not plain.augment.active  # degrade 0 with everything else off: no augmentation
+    torch.testing.assert_close(plain[0][0], ImageDataset([item], 64)[0][0])
+    changed = []
+    for epoch in range(4):
+        always.epoch = epoch
+        changed.append(not torch.equal(always[0][0], plain[0][0]))
+    assert all(changed)
+
+
+def test_degrade_must_be_a_probability():
+    from posture.errors import UsageError
+    from posture.train import TrainConfig
+
+    assert TrainConfig(arch="resnet14", degrade=0.3).augmentation().degrade == 0.3
+    assert not TrainConfig(arch="resnet14", degrade=0.3, augment=False).augmentation().active
+    with pytest.raises(UsageError, match="degrade is a probability"):
+        TrainConfig(arch="resnet14", degrade=1.5).resolved()
