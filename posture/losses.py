@@ -65,7 +65,10 @@ def multitask_loss(
         box = targets["box"]
         inside = torch.isfinite(box[:, 0]) & has_class
         if inside.any():
-            total = total + weights.cam * outside_mass(cam[inside], box[inside]).mean()
+            outside = outside_mass(cam[inside], box[inside])
+            total = total + weights.cam * outside.mean()
+            stats["cam_n"] = float(inside.sum())
+            stats["cam_outside"] = float(outside.detach().sum())
     return total, stats
 
 
@@ -82,12 +85,15 @@ def outside_mass(cam: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 
 
 def epoch_row(prefix: str, sums: dict[str, float], loss: float) -> dict[str, float]:
-    """Per-epoch metrics from batch sums: loss, accuracy, angle error, side-view accuracy."""
+    """Per-epoch metrics from batch sums: loss, accuracy, angle error, side-view accuracy, and the
+    Grad-CAM mass outside the head-and-neck box when the box term is on."""
     row = {f"{prefix}_loss": loss, f"{prefix}_acc": sums.get("correct", 0.0) / max(sums.get("n", 0.0), 1.0)}
     if sums.get("cva_n"):
         row[f"{prefix}_cva_mae"] = sums["cva_abs_err"] / sums["cva_n"]
     if sums.get("side_n"):
         row[f"{prefix}_side_acc"] = sums["side_correct"] / sums["side_n"]
+    if sums.get("cam_n"):
+        row[f"{prefix}_cam_outside"] = sums["cam_outside"] / sums["cam_n"]
     return row
 
 

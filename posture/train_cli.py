@@ -102,7 +102,8 @@ class _Progress:
             self.bar.refresh()
         elif event.kind == "epoch":
             row = event.metrics or {}
-            extra = "".join(f" {k} {row[k]:.3f}" for k in ("val_cva_mae", "val_side_acc") if k in row)
+            extra = "".join(f" {k} {row[k]:.3f}" for k in ("val_cva_mae", "val_side_acc", "train_cam_outside")
+                            if k in row)
             tqdm.write(f"epoch {event.epoch}: loss {event.loss:.4f} acc {event.acc:.3f} | "
                        f"val loss {event.val_loss:.4f} val acc {event.val_acc:.3f}{extra}")
         elif event.message:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from posture.losses import LossWeights, multitask_loss, outside_mass
+from posture.losses import LossWeights, add_stats, epoch_row, multitask_loss, outside_mass
 from posture.models import ModelOutput, cva_to_head
 
 NAN = math.nan
@@ -70,3 +70,19 @@ def test_the_box_term_counts_only_with_a_weight_and_a_box():
     assert float(on - off) == pytest.approx(0.75)
     unknown, _ = multitask_loss(ModelOutput(logits), _targets([0], [NAN]), torch.ones(2), LossWeights(cam=1.0), cam)
     assert float(unknown) == pytest.approx(float(off))
+
+
+def test_the_epoch_row_reports_the_mass_outside_the_box_when_the_box_term_is_on():
+    logits = torch.zeros(2, 2)
+    cam = torch.zeros(2, 4, 4)
+    cam[0, 0, 0] = 1.0  # inside its box
+    cam[1] = 1.0  # uniform: 0.75 outside
+    t = _targets([0, 1], [NAN, NAN], [[0.0, 0.0, 0.5, 0.5]] * 2)
+    sums: dict[str, float] = {}
+    for _ in range(2):  # two batches
+        _, stats = multitask_loss(ModelOutput(logits), t, torch.ones(2), LossWeights(cam=0.5), cam)
+        add_stats(sums, stats)
+    row = epoch_row("train", sums, 1.0)
+    assert row["train_cam_outside"] == pytest.approx(0.375)
+    _, stats = multitask_loss(ModelOutput(logits), t, torch.ones(2), LossWeights(), cam)
+    assert "train_cam_outside" not in epoch_row("train", stats, 1.0)  # box term off: nothing to report
