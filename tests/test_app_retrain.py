@@ -84,6 +84,12 @@ def stop(client: Client, job) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _trained_file(outputs) -> Path:
+    """The trained model's file, as the /train outputs offer it for download."""
+    values = [o.get("value") if isinstance(o, dict) else o for o in outputs]
+    return next(Path(v) for v in values if isinstance(v, str) and v.endswith(".safetensors"))
+
+
 def test_train_from_a_zip_then_use_the_model_in_that_session_only(app, data_zip, tmp_path):
     photo = tmp_path / "photo.png"
     side_photo(48, 36).save(photo)
@@ -94,8 +100,9 @@ def test_train_from_a_zip_then_use_the_model_in_that_session_only(app, data_zip,
     assert {t["caption"].split(" ")[0] for t in thumbs} == set(CLASSES)
     assert skipped["value"]["data"] == [["normal/notes.txt", "not an image (.txt)"]]
 
-    status, curves, results, per_class, confusion, *_ = mine.predict(*QUICK, api_name="/train")
+    status, curves, results, per_class, confusion, *rest = mine.predict(*QUICK, api_name="/train")
     assert status.startswith("Training finished")
+    assert read_info(_trained_file(rest)).train_config["degrade"] == 0.0  # left out of the call: the default
     assert "train" in curves and "validation" in curves  # the legend names both lines
     assert "Validation accuracy" in results and "resnet14-trained-1" in results
     assert [row[0] for row in per_class["value"]["data"]] == CLASSES
@@ -113,10 +120,13 @@ def test_train_from_a_zip_then_use_the_model_in_that_session_only(app, data_zip,
 
 
 def test_the_learning_curves_have_a_legend_and_whole_epochs(app, data_zip):
+    """Also: the low-quality-captures share reaches training and is recorded in the model."""
     client = Client(app.url, verbose=False)
     client.predict(handle_file(str(data_zip)), api_name="/check_zip")
-    _, curves, *_ = client.predict("resnet14", "scratch", "automatic", 3, "automatic", 4, "64", 0.34, 0,
-                                   api_name="/train")
+    outputs = client.predict("resnet14", "scratch", "automatic", 3, "automatic", 4, "64", 0.34, 0, 0.5,
+                             api_name="/train")
+    assert read_info(_trained_file(outputs)).train_config["degrade"] == 0.5
+    curves = outputs[1]
     curves = curves.split("</svg>")[0]  # the wide layout (a stacked copy follows for phones)
     texts = re.findall(r"<text[^>]*>([^<]*)</text>", curves)
     assert "train" in texts and "validation" in texts
@@ -414,3 +424,12 @@ def test_capture_training_pictures_from_the_webcam_into_each_class(browser, app,
     expect(summary).to_contain_text("Ready to train")
     shot(page, f"retrain-webcam-{viewport}")
     page.context.close()
+
+
+def test_a_low_quality_share_outside_0_1_is_refused(app, data_zip):
+    client = Client(app.url, verbose=False)
+    client.predict(handle_file(str(data_zip)), api_name="/check_zip")
+    with pytest.raises(AppError, match="greater than maximum value 1.0"):
+        client.predict(*QUICK, 5.0, api_name="/train")
+    status, *_ = client.predict(*QUICK, 0.2, api_name="/train")  # the server still serves
+    assert status.startswith("Training finished")
