@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -27,7 +27,6 @@ from torchvision.transforms.v2 import functional as TF
 from posture.images import load_image
 from posture.labels import Annotation
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD, letterbox, normalize
-from posture.synth.styles import motion_blur
 
 __all__ = ["Augment", "ImageDataset", "Item", "annotate", "augment_image", "degrade_image", "square_box"]
 
@@ -96,7 +95,7 @@ class Augment:
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(**{f.name: 0.0 for f in fields(cls)})
 
     @property
     def active(self) -> bool:
@@ -139,6 +138,8 @@ def degrade_image(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     """The same picture as a small, shaky or cheap camera would take it, at the same size and
     geometry: 40-100% of the pixels along each side, then a slight blur or camera shake, then JPEG
     at quality 30-90."""
+    from posture.synth.styles import motion_blur  # the renderer's camera shake; synth loads only when used
+
     w, h = img.size
     f = rng.uniform(0.4, 1.0)
     small = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BOX)
