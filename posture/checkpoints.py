@@ -69,6 +69,7 @@ class ModelInfo:
     heads: list[str] = field(default_factory=list)  # auxiliary heads: "cva", "side_view" (see posture.models)
     cam_layer: str = ""  # the layer Grad-CAM explains by default; "" = the architecture's default
     cva_threshold: float = 50.0  # degrees: a CVA below this counts as turtle neck (shown with the estimate)
+    output_stride: int = 0  # input pixels per last-stage cell; 0 = the architecture's default
 
     @property
     def num_classes(self) -> int:
@@ -100,6 +101,7 @@ class ModelInfo:
             kwargs["input_size"] = int(kwargs["input_size"])
             if "cva_threshold" in kwargs:
                 kwargs["cva_threshold"] = float(kwargs["cva_threshold"])
+            kwargs["output_stride"] = int(kwargs.get("output_stride", 0))
             info = cls(**kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: damaged checkpoint metadata ({exc})") from exc
@@ -117,6 +119,9 @@ class ModelInfo:
             raise CheckpointError(f"{source}: unknown auxiliary heads {info.heads!r}")
         if info.cam_layer and info.cam_layer not in arch_config(info.arch).cam_layers:
             raise CheckpointError(f"{source}: {info.arch} has no layer {info.cam_layer!r} to explain")
+        strides = arch_config(info.arch).builder.output_strides
+        if info.output_stride and info.output_stride not in strides:
+            raise CheckpointError(f"{source}: {info.arch} cannot have output stride {info.output_stride}")
         if info.storage_dtype not in _STORAGE:
             raise CheckpointError(f"{source}: unknown storage_dtype {info.storage_dtype!r}")
         if not 16 <= info.input_size <= 1024 or len(info.mean) != 3 or len(info.std) != 3:
@@ -182,7 +187,8 @@ def read_info(path: str | Path) -> ModelInfo:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the model a checkpoint describes, in eval mode; raises CheckpointError."""
     info = read_info(path)
-    model = build_model(info.arch, num_classes=info.num_classes, heads=info.heads)
+    model = build_model(info.arch, num_classes=info.num_classes, heads=info.heads,
+                        output_stride=info.output_stride or None)
     try:
         state: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt") as f:

@@ -69,6 +69,7 @@ class TrainConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     exclude_styles: tuple[str, ...] = ()  # leave out pictures of these synthetic styles (held-out runs)
     cam_layer: str | None = None  # the layer Grad-CAM explains by default, recorded in the checkpoint
+    output_stride: int | None = None  # input pixels per last-stage cell (resnet18: 32 or 16); None: the init's
     calibrate: bool = True  # temperature-scale the classifier on the validation set
     gate: bool = True  # fit the familiarity gate of the side-view flag (models with that head)
     preload: bool | None = None  # decode every image once into memory; None: when it fits PRELOAD_BUDGET
@@ -101,6 +102,12 @@ class TrainConfig:
         resolve_device(cfg.device)  # UsageError naming this machine's devices if it lacks the one asked for
         if cfg.cam_layer is not None and cfg.cam_layer not in spec.cam_layers:
             raise UsageError(f"{cfg.arch} has no layer {cfg.cam_layer!r}; choose from {', '.join(spec.cam_layers)}")
+        if cfg.output_stride is None:
+            ckpt = _posture_checkpoint(cfg.init)
+            cfg.output_stride = (read_info(ckpt).output_stride if ckpt else 0) or spec.builder.output_strides[0]
+        if cfg.output_stride not in spec.builder.output_strides:
+            strides = " or ".join(map(str, spec.builder.output_strides))
+            raise UsageError(f"{cfg.arch}'s output stride is {strides}, not {cfg.output_stride}")
         cfg.exclude_styles = tuple(cfg.exclude_styles)
         return cfg
 
@@ -167,10 +174,11 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], heads: list[str]) -
     if ckpt is None:
         weights = None if cfg.init == "scratch" else cfg.init
         return build_model(cfg.arch, len(class_names), weights=weights, heads=heads,
-                           imagenet_file=cfg.imagenet_weights)
+                           imagenet_file=cfg.imagenet_weights, output_stride=cfg.output_stride)
     model, info = load_checkpoint(ckpt)
     if info.arch != cfg.arch:
         raise CheckpointError(f"{ckpt} holds a {info.arch}, but training asks for {cfg.arch}")
+    model.set_output_stride(int(cfg.output_stride))  # the weights fit either stride
     if info.class_names != class_names:
         reset_classifier(model, len(class_names))
     for name in model.head_names:
@@ -265,7 +273,8 @@ def train(
     freeze_backbone(model, False)
     info = ModelInfo(arch=cfg.arch, class_names=names, input_size=int(cfg.img_size), init=str(cfg.init),
                      train_config=asdict(cfg), history=history, storage_dtype=cfg.storage_dtype,
-                     heads=model.head_names, cam_layer=cfg.cam_layer or "")
+                     heads=model.head_names, cam_layer=cfg.cam_layer or "",
+                     output_stride=model.output_stride)
     if cancelled and not finish_cancelled:
         emit(TrainEvent("done", epochs=cfg.epochs, message="cancelled; kept the best finished epoch"))
         return TrainResult(model.eval(), info, history, cancelled=True)

@@ -81,13 +81,35 @@ def test_wrong_tensors_for_the_architecture_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("arch", "vgg"), ("class_names", json.dumps(["only"])),
-                                         ("input_size", "99999"), ("class_names", "{not json")])
+                                         ("input_size", "99999"), ("class_names", "{not json"),
+                                         ("output_stride", "8"), ("output_stride", "sixteen")])
 def test_bad_metadata_is_refused(tmp_path, field, value):
     meta = ModelInfo(arch="resnet14", class_names=CLASSES, input_size=64).to_metadata()
     meta[field] = value
     save_file(build_model("resnet14").state_dict(), tmp_path / "m.safetensors", metadata=meta)
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_output_stride_is_recorded_and_rebuilt(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2, output_stride=16).eval()
+    info = ModelInfo(arch="resnet18", class_names=CLASSES, input_size=64, output_stride=model.output_stride)
+    save_checkpoint(tmp_path / "m.safetensors", model, info)
+    loaded, back = load_checkpoint(tmp_path / "m.safetensors")
+    x = torch.randn(1, 3, 64, 64)
+    assert back.output_stride == 16 and loaded.output_stride == 16
+    assert loaded.forward_features(x).shape[-2:] == (4, 4)  # 64 px / 16
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_a_checkpoint_without_an_output_stride_loads_with_the_architectures(tmp_path):
+    meta = ModelInfo(arch="resnet18", class_names=CLASSES, input_size=64).to_metadata()
+    del meta["output_stride"]  # written before the field existed
+    save_file(build_model("resnet18").state_dict(), tmp_path / "m.safetensors", metadata=meta)
+    model, info = load_checkpoint(tmp_path / "m.safetensors")
+    assert info.output_stride == 0 and model.output_stride == 32
 
 
 def test_oversized_header_is_refused_without_reading_it(tmp_path):

@@ -220,3 +220,21 @@ def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):
 def test_a_degrade_share_outside_0_1_is_a_clear_error(tmp_path):
     r = run_cli("train", "--data", tmp_path, "--out", tmp_path / "m.safetensors", "--degrade", "1.5")
     assert r.returncode == 2 and "degrade is a probability" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_output_stride_option_reaches_the_checkpoint_and_a_wrong_one_is_a_clear_error(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (24, 24), (i * 20 + (120 if c == "b" else 0), 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+    out = tmp_path / "m.safetensors"
+    r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet18", "--init", "scratch", "--img-size", "32",
+                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--output-stride", "16", "--out", out,
+                env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    from posture.checkpoints import read_info
+
+    assert read_info(out).output_stride == 16
+    r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet14", "--output-stride", "16", "--out", out)
+    assert r.returncode == 2 and "output stride is 4, not 16" in r.stderr and "Traceback" not in r.stderr
+    assert read_info(out).output_stride == 16  # the earlier checkpoint is untouched

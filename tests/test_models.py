@@ -106,6 +106,27 @@ def test_cva_head_scale_round_trips():
     assert float(cva_to_head(torch.tensor(50.0))) == 0.0
 
 
+def test_resnet18_at_output_stride_16_has_a_twice_as_fine_last_stage_with_the_same_weights():
+    coarse, fine = build_model("resnet18"), build_model("resnet18", output_stride=16)
+    assert (coarse.output_stride, fine.output_stride) == (32, 16)
+    fine.load_state_dict(coarse.state_dict())  # every tensor keeps its shape
+    x = torch.randn(1, 3, 128, 128)
+    assert coarse.eval().forward_features(x).shape == (1, 512, 4, 4)
+    assert fine.eval().forward_features(x).shape == (1, 512, 8, 8)
+    assert fine.forward_features(x, upto="layer3").shape[-2:] == (8, 8)
+    assert fine.set_output_stride(32).forward_features(x).shape[-2:] == (4, 4)  # and back
+    with torch.no_grad():
+        assert torch.equal(fine(x), coarse(x))
+
+
+def test_an_output_stride_the_architecture_lacks_is_refused():
+    assert build_model("resnet14", output_stride=4).output_stride == 4
+    with pytest.raises(UsageError, match="output stride"):
+        build_model("resnet14", output_stride=16)
+    with pytest.raises(UsageError, match="32 or 16"):
+        build_model("resnet18", output_stride=8)
+
+
 def test_unknown_model_and_too_few_classes_are_refused():
     with pytest.raises(ValueError, match="resnet14"):
         build_model("vgg16")

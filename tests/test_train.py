@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from posture.checkpoints import load_checkpoint, read_info
-from posture.errors import DatasetError
+from posture.errors import DatasetError, UsageError
 from posture.train import TrainConfig, train
 
 
@@ -127,6 +127,23 @@ def test_fine_tuning_from_a_posture_checkpoint(colours, tmp_path):
     assert result.info.input_size == 32 and result.info.init.endswith("a.safetensors")
     model, _ = load_checkpoint(tmp_path / "a.safetensors")
     assert torch.equal(model.conv1.weight, first.model.conv1.weight)
+
+
+def test_the_output_stride_is_recorded_and_kept_when_training_continues(colours, tmp_path):
+    fine = dict(arch="resnet18", freeze=False, epochs=1, lr=1e-3)
+    train(colours, _tiny(**fine, output_stride=16), out=tmp_path / "a.safetensors")
+    model, info = load_checkpoint(tmp_path / "a.safetensors")
+    assert info.output_stride == 16 and model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (2, 2)
+    again = train(colours, _tiny(**fine, init=str(tmp_path / "a.safetensors")))
+    assert again.info.output_stride == 16 and again.model.output_stride == 16
+    coarser = train(colours, _tiny(**fine, init=str(tmp_path / "a.safetensors"), output_stride=32))
+    assert coarser.info.output_stride == 32 and coarser.model.output_stride == 32
+    assert train(colours, _tiny(epochs=1)).info.output_stride == 4  # resnet14's only one
+
+
+def test_an_output_stride_the_architecture_lacks_is_refused_before_any_work(colours):
+    with pytest.raises(UsageError, match="output stride is 4, not 16"):
+        train(colours, _tiny(output_stride=16))
 
 
 def test_a_class_with_too_few_images_is_refused(tmp_path):
