@@ -182,8 +182,14 @@ class EpochLoop:
                 break
 
 
-def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: str | None) -> tuple[ModelOutput, torch.Tensor | None]:
+def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: str | None,
+             cam_map: str = "relu") -> tuple[ModelOutput, torch.Tensor | None]:
     """Outputs, and the true class's Grad-CAM at `cam_layer` when the box term needs it (None: off).
+
+    The map is each cell's evidence for the class (Grad-CAM's weighted sum of the layer's
+    channels, times the number of cells: at the last stage, that cell's share of the logit),
+    through `cam_map`: "relu", as Grad-CAM shows it, or "softplus", which keeps a gradient where
+    the evidence is negative, so a map with no positive cell can still be moved into the box.
 
     At the last stage Grad-CAM is the class activation map (the classifier's weights times the
     features) and costs nothing extra. At an earlier stage it needs the gradient of the class
@@ -196,14 +202,16 @@ def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: st
     if cam_layer == model.stage_names[-1]:
         features = model.forward_features(x)
         out = model.outputs_from_features(features)
-        h, w = features.shape[-2:]  # Grad-CAM's weights are the classifier's, averaged over the map
-        cam = torch.einsum("bchw,bc->bhw", features.float(), model.fc.weight[label].float()) / (h * w)
-        return out, F.relu(cam)
-    early = model.forward_features(x, upto=cam_layer)
-    out = model.outputs_from_features(model.forward_after(early, cam_layer))
-    score = out.logits.gather(1, label[:, None]).sum()
-    grads = torch.autograd.grad(score, early, create_graph=True)[0]  # (B, C, h, w)
-    return out, F.relu((grads.mean((2, 3), keepdim=True) * early).sum(1).float())
+        # Grad-CAM's channel weights are the classifier's (the pooling's 1/cells cancels the map's size)
+        evidence = torch.einsum("bchw,bc->bhw", features.float(), model.fc.weight[label].float())
+    else:
+        early = model.forward_features(x, upto=cam_layer)
+        out = model.outputs_from_features(model.forward_after(early, cam_layer))
+        score = out.logits.gather(1, label[:, None]).sum()
+        grads = torch.autograd.grad(score, early, create_graph=True)[0]  # (B, C, h, w)
+        h, w = early.shape[-2:]
+        evidence = (grads.mean((2, 3), keepdim=True) * early).sum(1).float() * (h * w)
+    return out, (F.softplus(evidence) if cam_map == "softplus" else F.relu(evidence))
 
 
 def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageDataset,
@@ -227,7 +235,7 @@ def fit_full(model: PostureNet, cfg: Any, train_ds: ImageDataset, val_ds: ImageD
         x, targets = batch  # (B, 3, S, S), targets
         x, targets = x.to(device).contiguous(memory_format=torch.channels_last), _to(targets, device)
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            out, cam = _forward(model, x, targets, cam_layer)
+            out, cam = _forward(model, x, targets, cam_layer, cfg.cam_map)
         return multitask_loss(out, targets, class_weights, weights, cam)
 
     def validate() -> dict[str, float]:

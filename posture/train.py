@@ -39,6 +39,9 @@ PRELOAD_BUDGET = 2 * 2**30  # bytes of decoded squares kept in memory for reuse 
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+CAM_MAPS = ("relu", "softplus")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run; the CLI and the app both build one.
@@ -69,6 +72,7 @@ class TrainConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     exclude_styles: tuple[str, ...] = ()  # leave out pictures of these synthetic styles (held-out runs)
     cam_layer: str | None = None  # the layer Grad-CAM explains by default, recorded in the checkpoint
+    cam_map: str = "relu"  # the box term's map: "relu" (Grad-CAM's) or "softplus" (a gradient where all evidence is negative)
     output_stride: int | None = None  # input pixels per last-stage cell (resnet18: 32 or 16); None: the init's
     calibrate: bool = True  # temperature-scale the classifier on the validation set
     gate: bool = True  # fit the familiarity gate of the side-view flag (models with that head)
@@ -102,6 +106,8 @@ class TrainConfig:
         resolve_device(cfg.device)  # UsageError naming this machine's devices if it lacks the one asked for
         if cfg.cam_layer is not None and cfg.cam_layer not in spec.cam_layers:
             raise UsageError(f"{cfg.arch} has no layer {cfg.cam_layer!r}; choose from {', '.join(spec.cam_layers)}")
+        if cfg.cam_map not in CAM_MAPS:
+            raise UsageError(f"cam map must be one of {', '.join(CAM_MAPS)}, got {cfg.cam_map!r}")
         if cfg.output_stride is None:
             ckpt = _posture_checkpoint(cfg.init)
             cfg.output_stride = (read_info(ckpt).output_stride if ckpt else 0) or spec.builder.output_strides[0]

@@ -54,6 +54,9 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
     p.add_argument("--exclude-style", default=None, metavar="NAME[,NAME...]",
                    help="leave out pictures of these synthetic styles (labels.csv's style column)")
     p.add_argument("--cam-layer", default=None, help="the layer Grad-CAM explains by default (recorded)")
+    p.add_argument("--cam-map", default="relu", choices=["relu", "softplus"],
+                   help="the box term's map: relu (Grad-CAM's own) or softplus, which also moves maps "
+                        "whose evidence is negative everywhere")
     p.add_argument("--output-stride", type=int, default=None, metavar="PX",
                    help="input pixels per cell of the last stage; resnet18: 32, or 16 for a twice as fine "
                         "last stage and Grad-CAM (default: the init checkpoint's, else 32)")
@@ -84,7 +87,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split, seed=args.seed,
         patience=args.patience, degrade=args.degrade, feature_views=args.feature_views, storage_dtype=args.storage,
         exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer,
-        output_stride=args.output_stride, calibrate=args.calibrate, gate=args.gate,
+        output_stride=args.output_stride, cam_map=args.cam_map, calibrate=args.calibrate, gate=args.gate,
         loss_weights=LossWeights(args.cva_weight, args.side_weight, args.cam_weight), workers=args.workers,
         device=args.device, precision=args.precision, imagenet_weights=args.imagenet_weights,
     )  # fmt: skip
