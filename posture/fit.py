@@ -31,7 +31,7 @@ from posture.imagedata import Augment, ImageDataset, Item
 from posture.losses import LossWeights, Targets, add_stats, epoch_row, multitask_loss
 from posture.models import ModelOutput, PostureNet
 
-__all__ = ["EpochLoop", "LossWeights", "ProgressFn", "TrainEvent", "extract_features", "fit_full", "fit_head"]
+__all__ = ["CAM_MAPS", "EpochLoop", "LossWeights", "ProgressFn", "TrainEvent", "extract_features", "fit_full", "fit_head"]
 
 
 @dataclass
@@ -180,6 +180,9 @@ class EpochLoop:
                 self.progress(TrainEvent("phase", epoch, self.cfg.epochs,
                                          message=f"early stop: no better validation loss for {stale} epochs"))
                 break
+
+
+CAM_MAPS = ("relu", "softplus")  # how the box term sees Grad-CAM's map (see `_forward`)
 
 
 def _forward(model: PostureNet, x: torch.Tensor, targets: Targets, cam_layer: str | None,

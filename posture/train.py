@@ -27,7 +27,7 @@ from posture.devices import autocast_dtype, resolve_device
 from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_split
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
-from posture.fit import EpochLoop, LossWeights, ProgressFn, TrainEvent, fit_full, fit_head
+from posture.fit import CAM_MAPS, EpochLoop, LossWeights, ProgressFn, TrainEvent, fit_full, fit_head
 from posture.imagedata import Augment, ImageDataset, Item, annotate
 from posture.labels import read_annotations
 from posture.models import AUX_HEADS, PostureNet, arch_config, build_model, freeze_backbone, reset_classifier
@@ -37,9 +37,6 @@ __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "dataset_items", "train"]
 
 PRELOAD_BUDGET = 2 * 2**30  # bytes of decoded squares kept in memory for reuse across epochs
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-CAM_MAPS = ("relu", "softplus")
 
 
 @dataclass

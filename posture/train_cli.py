@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from posture.fit import LossWeights, TrainEvent
+from posture.fit import CAM_MAPS, LossWeights, TrainEvent
 from posture.models import list_models
 
 __all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_serving_arguments", "add_train_arguments",
@@ -54,7 +54,7 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
     p.add_argument("--exclude-style", default=None, metavar="NAME[,NAME...]",
                    help="leave out pictures of these synthetic styles (labels.csv's style column)")
     p.add_argument("--cam-layer", default=None, help="the layer Grad-CAM explains by default (recorded)")
-    p.add_argument("--cam-map", default="relu", choices=["relu", "softplus"],
+    p.add_argument("--cam-map", default="relu", choices=CAM_MAPS,
                    help="the box term's map: relu (Grad-CAM's own) or softplus, which also moves maps "
                         "whose evidence is negative everywhere")
     p.add_argument("--output-stride", type=int, default=None, metavar="PX",

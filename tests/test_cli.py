@@ -157,10 +157,7 @@ def test_ctrl_c_during_training_writes_the_best_finished_epoch(tmp_path):
     import threading
     import time
 
-    for c in ("a", "b"):
-        (tmp_path / "d" / c).mkdir(parents=True)
-        for i in range(8):
-            Image.new("RGB", (16, 16), (i * 20 + (120 if c == "b" else 0), 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+    _two_shades(tmp_path / "d", 8, 16)
     out = tmp_path / "m.safetensors"
     proc = subprocess.Popen([sys.executable, "-m", "posture", "train", "--data", str(tmp_path / "d"), "--arch",
                              "resnet14", "--init", "scratch", "--img-size", "16", "--batch-size", "4",
@@ -183,6 +180,14 @@ def test_ctrl_c_during_training_writes_the_best_finished_epoch(tmp_path):
 
     info = read_info(out)
     assert 2 <= len(info.history) < 500 and "temperature" in info.train_config
+
+
+def _two_shades(root, per_class: int, size: int) -> None:
+    """Classes a/ and b/ of solid squares, b redder: a model tells them apart in an epoch or two."""
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (size, size), (i * 20 + (120 if c == "b" else 0), 0, 0)).save(root / c / f"{i}.png")
 
 
 def _drain(stream, into: bytearray) -> None:
@@ -222,19 +227,18 @@ def test_a_degrade_share_outside_0_1_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "degrade is a probability" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_the_output_stride_option_reaches_the_checkpoint_and_a_wrong_one_is_a_clear_error(tmp_path):
-    for c in ("a", "b"):
-        (tmp_path / "d" / c).mkdir(parents=True)
-        for i in range(6):
-            Image.new("RGB", (24, 24), (i * 20 + (120 if c == "b" else 0), 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+def test_the_output_stride_and_cam_map_options_reach_the_checkpoint_and_a_wrong_stride_is_a_clear_error(tmp_path):
+    _two_shades(tmp_path / "d", 6, 24)
     out = tmp_path / "m.safetensors"
     r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet18", "--init", "scratch", "--img-size", "32",
-                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--output-stride", "16", "--out", out,
+                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--output-stride", "16", "--cam-weight", "0.1",
+                "--cam-map", "softplus", "--out", out,
                 env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     from posture.checkpoints import read_info
 
-    assert read_info(out).output_stride == 16
+    info = read_info(out)
+    assert info.output_stride == 16 and info.train_config["cam_map"] == "softplus"
     r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet14", "--output-stride", "16", "--out", out)
     assert r.returncode == 2 and "output stride is 4, not 16" in r.stderr and "Traceback" not in r.stderr
     assert read_info(out).output_stride == 16  # the earlier checkpoint is untouched

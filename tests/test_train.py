@@ -146,6 +146,11 @@ def test_an_output_stride_the_architecture_lacks_is_refused_before_any_work(colo
         train(colours, _tiny(output_stride=16))
 
 
+def test_an_unknown_cam_map_is_refused_before_any_work(colours):
+    with pytest.raises(UsageError, match="cam map must be one of relu, softplus"):
+        train(colours, _tiny(cam_map="sigmoid"))
+
+
 def test_a_class_with_too_few_images_is_refused(tmp_path):
     root = _colour_dataset(tmp_path / "d", per_class=4)
     for p in list((root / "turtle_neck").iterdir())[1:]:
