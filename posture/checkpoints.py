@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from posture._version import __version__
-from posture.errors import CheckpointError
+from posture.errors import CheckpointError, UsageError
 from posture.models import AUX_HEADS, arch_config, build_model, list_models
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -119,9 +119,11 @@ class ModelInfo:
             raise CheckpointError(f"{source}: unknown auxiliary heads {info.heads!r}")
         if info.cam_layer and info.cam_layer not in arch_config(info.arch).cam_layers:
             raise CheckpointError(f"{source}: {info.arch} has no layer {info.cam_layer!r} to explain")
-        strides = arch_config(info.arch).builder.output_strides
-        if info.output_stride and info.output_stride not in strides:
-            raise CheckpointError(f"{source}: {info.arch} cannot have output stride {info.output_stride}")
+        if info.output_stride:
+            try:
+                arch_config(info.arch).builder.check_output_stride(info.output_stride)
+            except UsageError as exc:
+                raise CheckpointError(f"{source}: {exc}") from exc
         if info.storage_dtype not in _STORAGE:
             raise CheckpointError(f"{source}: unknown storage_dtype {info.storage_dtype!r}")
         if not 16 <= info.input_size <= 1024 or len(info.mean) != 3 or len(info.std) != 3:

@@ -176,10 +176,16 @@ class PostureNet(nn.Module):
         """Input pixels per cell of the last stage's feature map (and of its Grad-CAM)."""
         return self.output_strides[0]
 
+    @classmethod
+    def check_output_stride(cls, stride: int) -> None:
+        """UsageError unless this architecture can be built with `stride`."""
+        if stride not in cls.output_strides:
+            strides = " or ".join(map(str, cls.output_strides))
+            raise UsageError(f"{cls.__name__.lower()}'s output stride is {strides}, not {stride}")
+
     def set_output_stride(self, stride: int) -> "PostureNet":
         """Build the last stage for `stride` (one of `output_strides`); the weights are unchanged. Returns self."""
-        if stride != self.output_stride:
-            raise UsageError(f"{type(self).__name__} has output stride {self.output_stride}, not {stride}")
+        self.check_output_stride(stride)  # a model with a single stride is already built for it
         return self
 
     def add_heads(self, names: Sequence[str]) -> "PostureNet":
@@ -246,8 +252,7 @@ class ResNet18(tv_resnet.ResNet, PostureNet):
         """32: torchvision's layout. 16: `layer4` keeps `layer3`'s resolution (its first block
         does not subsample), so the last stage and its Grad-CAM are twice as fine, for about 1.7x
         the compute; every weight keeps its shape, so ImageNet or stride-32 weights still load."""
-        if stride not in self.output_strides:
-            raise UsageError(f"resnet18's output stride is 32 or 16, not {stride}")
+        self.check_output_stride(stride)
         first = self.layer4[0]
         for conv in (first.conv1, first.downsample[0]):
             conv.stride = (stride // 16, stride // 16)

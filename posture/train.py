@@ -87,9 +87,10 @@ class TrainConfig:
             cfg.init = spec.init
         if cfg.freeze is None:
             cfg.freeze = spec.freeze_by_default(cfg.init)
+        ckpt = _posture_checkpoint(cfg.init)
+        start = read_info(ckpt) if ckpt else None  # a checkpoint to continue from: its size and stride are the defaults
         if cfg.img_size is None:
-            ckpt = _posture_checkpoint(cfg.init)
-            cfg.img_size = read_info(ckpt).input_size if ckpt else spec.input_size
+            cfg.img_size = start.input_size if start else spec.input_size
         if cfg.lr is None:
             cfg.lr = spec.default_lr(cfg.init, bool(cfg.freeze))
         if cfg.epochs < 1 or cfg.batch_size < 1 or not 0.0 < cfg.val_split < 1.0:
@@ -106,11 +107,8 @@ class TrainConfig:
         if cfg.cam_map not in CAM_MAPS:
             raise UsageError(f"cam map must be one of {', '.join(CAM_MAPS)}, got {cfg.cam_map!r}")
         if cfg.output_stride is None:
-            ckpt = _posture_checkpoint(cfg.init)
-            cfg.output_stride = (read_info(ckpt).output_stride if ckpt else 0) or spec.builder.output_strides[0]
-        if cfg.output_stride not in spec.builder.output_strides:
-            strides = " or ".join(map(str, spec.builder.output_strides))
-            raise UsageError(f"{cfg.arch}'s output stride is {strides}, not {cfg.output_stride}")
+            cfg.output_stride = (start.output_stride if start else 0) or spec.builder.output_strides[0]
+        spec.builder.check_output_stride(cfg.output_stride)
         cfg.exclude_styles = tuple(cfg.exclude_styles)
         return cfg
 
@@ -181,7 +179,7 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], heads: list[str]) -
     model, info = load_checkpoint(ckpt)
     if info.arch != cfg.arch:
         raise CheckpointError(f"{ckpt} holds a {info.arch}, but training asks for {cfg.arch}")
-    model.set_output_stride(int(cfg.output_stride))  # the weights fit either stride
+    model.set_output_stride(cfg.output_stride)  # the weights fit either stride
     if info.class_names != class_names:
         reset_classifier(model, len(class_names))
     for name in model.head_names:
