@@ -1,4 +1,4 @@
-"""Command line: `python -m posture {predict,models,export,synth,train,evaluate,heldout} ...`.
+"""Command line: `python -m posture {predict,models,export,synth,train,evaluate,heldout,gate} ...`.
 
 User mistakes (a bad image, a missing checkpoint, a wrong folder layout) print one
 line to stderr and exit with status 2; no traceback.
@@ -102,6 +102,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from posture.calibrate import refit_gate
+    from posture.checkpoints import resolve_checkpoint
+
+    info = refit_gate(resolve_checkpoint(args.model, bundled_folder()), args.data, args.out,
+                      progress=None if args.json else lambda message: print(message, file=sys.stderr))
+    gate, side = info.train_config["gate"], info.metrics["val"].get("side_view", {})
+    if args.json:
+        print(json.dumps({"out": args.out, "gate": gate, "val_side_view": side}))
+        return 0
+    groups = ", ".join(gate["groups"]) or "one group"
+    print(f"gate: {groups}; rank {gate['rank']}, threshold {gate['threshold']:.1f}")
+    print(f"validation: side views flagged {side.get('side_views_flagged') or 0:.3f}"
+          + ("" if side.get("without_flagged") is None else f", pictures without one caught {side['without_flagged']:.3f}"))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from posture.synth import synth_main
 
@@ -152,6 +170,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("heldout", help="the held-out-style protocol: train without each style, test on it")
     add_heldout_arguments(p)
     p.set_defaults(func=heldout_main)
+
+    p = sub.add_parser("gate", help="fit a checkpoint's side-view familiarity gate anew on its training data")
+    p.add_argument("model", metavar="MODEL", help="bundled model name or checkpoint path")
+    p.add_argument("--data", required=True, help="the folder it was trained on (split as its header records)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors; may be MODEL itself)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_gate)
 
     p = sub.add_parser("synth", help="render a labelled synthetic side-view dataset")
     from posture.synth import add_synth_arguments

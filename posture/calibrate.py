@@ -3,19 +3,29 @@ also says no to pictures unlike anything it saw.
 
 `calibrate_` temperature-scales the classifier on validation pictures; `fit_gate_` fits the
 side-view flag's familiarity gate (`posture.gate`) on the training side views. Both change the
-model in place and leave every verdict and Grad-CAM map as it was.
+model in place and leave every verdict and Grad-CAM map as it was. `refit_gate` fits a saved
+checkpoint's gate anew, on the training split its header records.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
 import torch
 
 from posture.backends import EXPORT_GUARD
+from posture.checkpoints import ModelInfo, load_checkpoint, save_checkpoint
+from posture.errors import DatasetError, UsageError
 from posture.fit import extract_features
 from posture.imagedata import ImageDataset
 from posture.models import PostureNet
 
-__all__ = ["calibrate_", "fit_gate_"]
+__all__ = ["calibrate_", "fit_gate_", "refit_gate"]
+
+KEPT_METRICS = ("val", "best_epoch", "cam_layers")  # what a refitted gate leaves valid (val is measured again)
 
 
 def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> float:
@@ -56,10 +66,16 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
     return t
 
 
+MIN_GROUP = 20  # side views a style needs to get a group of its own in the gate
+
+
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
-              workers: int = 0) -> dict[str, float]:
+              workers: int = 0) -> dict[str, Any]:
     """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
-    its threshold on the validation side views'; returns what was fitted (for the checkpoint)."""
+    its threshold on the validation side views'; returns what was fitted (for the checkpoint).
+
+    When every training side view has a style (labels.csv's column) and each style has at least
+    `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group."""
     def side_views(ds: ImageDataset) -> ImageDataset:
         plain = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
         plain.augment = None
@@ -70,5 +86,48 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     held_back = extract_features(model, held, batch_size, workers=workers)
     model.add_heads(["gate"])
     gate = model.heads["gate"]
-    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back)
-    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held)}
+    styles = [it.style for it in fit_on.items]
+    names = sorted(set(styles))
+    grouped = len(names) > 1 and all(styles) and min(styles.count(n) for n in names) >= MIN_GROUP
+    groups = torch.tensor([names.index(s) for s in styles]) if grouped else None
+    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back, groups=groups)
+    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held),
+            "groups": names if grouped else [], "rank": int(gate.components.shape[1])}
+
+
+def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
+               progress: Callable[[str], None] | None = None) -> ModelInfo:
+    """Fit the familiarity gate of `checkpoint` anew on `data`, split into training and validation
+    pictures as its training recorded (`val_split`, `seed`, left-out styles), and write the model
+    to `out`. Nothing else in the model changes. The validation metrics are measured again;
+    metrics recorded under other names (`evaluate --record-as`) are dropped, since the side-view
+    flag they measured has changed."""
+    from posture.data import UploadLimits, scan_dataset
+    from posture.evaluate import evaluate_items
+    from posture.predict import Predictor
+    from posture.train import TrainConfig, dataset_items  # train builds on this module
+
+    say = progress or (lambda message: None)
+    model, info = load_checkpoint(checkpoint)
+    if "side_view" not in model.heads:
+        raise UsageError(f"{checkpoint} has no side-view head, so it has no gate to fit")
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in info.train_config.items() if k in known})
+    scan = scan_dataset(data, UploadLimits.local())
+    if list(scan.class_names) != info.class_names:
+        raise DatasetError(f"{data} has classes {list(scan.class_names)}; {checkpoint} knows {info.class_names}")
+    train_items, val_items = dataset_items(scan, cfg)
+    if not any(it.side_view for it in train_items) or not any(it.side_view for it in val_items):
+        raise DatasetError(f"{data} needs side views in both its training and its validation split")
+    if "gate" in model.heads:
+        del model.heads["gate"]
+    say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views")
+    size = info.input_size
+    info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
+                                          cfg.batch_size)
+    info.heads = model.head_names
+    say(f"evaluating on the {len(val_items)} validation pictures")
+    report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, info.class_names)
+    info.metrics = {**{k: v for k, v in info.metrics.items() if k in KEPT_METRICS}, "val": report.metrics}
+    save_checkpoint(out, model.eval(), info)
+    return info

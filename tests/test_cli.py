@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,3 +243,31 @@ def test_the_output_stride_and_cam_map_options_reach_the_checkpoint_and_a_wrong_
     r = run_cli("train", "--data", tmp_path / "d", "--arch", "resnet14", "--output-stride", "16", "--out", out)
     assert r.returncode == 2 and "output stride is 4, not 16" in r.stderr and "Traceback" not in r.stderr
     assert read_info(out).output_stride == 16  # the earlier checkpoint is untouched
+
+
+def test_gate_refits_a_checkpoints_gate_on_its_training_split(checkpoint_dir, tmp_path):
+    from posture.checkpoints import load_checkpoint, read_info, record_metrics
+    from posture.synth import SynthConfig, generate_dataset
+    from posture.train import TrainConfig, train
+
+    data = tmp_path / "set"
+    generate_dataset(data, 40, seed=4, config=SynthConfig(size_range=(64, 80), negatives=0.2), workers=1)
+    trained = tmp_path / "m.safetensors"
+    train(data, TrainConfig(arch="resnet14", init="scratch", epochs=1, batch_size=8, img_size=32, workers=0),
+          out=trained)
+    record_metrics(trained, "test", {"accuracy": 0.5})
+    out = tmp_path / "refit.safetensors"
+    r = run_cli("gate", trained, "--data", data, "--out", out, env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "gate: one group" in r.stdout and f"wrote {out}" in r.stdout
+    before, after = load_checkpoint(trained)[0].state_dict(), load_checkpoint(out)[0].state_dict()
+    assert before.keys() == after.keys()
+    for key in before:  # the same split and features give the gate training fitted; nothing else moves
+        torch.testing.assert_close(after[key], before[key], rtol=1e-5, atol=1e-4, msg=key)
+    metrics = read_info(out).metrics
+    assert "val" in metrics and "test" not in metrics  # the recorded test figures measured the old flag
+    r = run_cli("gate", checkpoint_dir / "resnet14.safetensors", "--data", data, "--out", out)
+    assert r.returncode == 2 and "no side-view head" in r.stderr and "Traceback" not in r.stderr
+    _two_shades(tmp_path / "other", 4, 24)
+    r = run_cli("gate", trained, "--data", tmp_path / "other", "--out", out)
+    assert r.returncode == 2 and "knows" in r.stderr and "Traceback" not in r.stderr

@@ -196,6 +196,21 @@ def test_angles_and_a_no_side_view_folder_train_the_extra_heads(synth_set, tmp_p
     assert pred.cva_deg is not None and pred.side_view in (True, False)
 
 
+def test_the_gate_gets_a_group_per_style_when_every_side_view_has_one(synth_set, tmp_path, monkeypatch):
+    from posture import calibrate
+
+    monkeypatch.setattr(calibrate, "MIN_GROUP", 1)  # the tiny set has a few pictures per style
+    train(synth_set, _tiny(epochs=1), out=tmp_path / "m.safetensors")
+    styles = sorted({it.style for it in _train_items(synth_set) if it.side_view})
+    assert len(styles) > 1 and read_info(tmp_path / "m.safetensors").train_config["gate"]["groups"] == styles
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.heads["gate"].means.shape[0] == len(styles) and loaded.heads["gate"].fitted
+    monkeypatch.setattr(calibrate, "MIN_GROUP", 10**6)  # too few per style: one group for all
+    train(synth_set, _tiny(epochs=1), out=tmp_path / "one.safetensors")
+    assert read_info(tmp_path / "one.safetensors").train_config["gate"]["groups"] == []
+    assert load_checkpoint(tmp_path / "one.safetensors")[0].heads["gate"].means.shape[0] == 1
+
+
 def _train_items(root: Path) -> list:
     from posture.data import UploadLimits, scan_dataset
     from posture.train import dataset_items
