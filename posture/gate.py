@@ -54,7 +54,7 @@ class FeatureGate(nn.Module):
     def distance(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B,) squared Mahalanobis distance to the nearest class mean of the nearest group."""
         diff = pooled.float()[:, None, None, :] - self.means[None]  # (B, G, K, D)
-        proj = torch.einsum("bgkd,grd->bgkr", diff, self.components)  # (B, G, K, R)
+        proj = diff @ self.components.transpose(1, 2)[None]  # (B, G, K, R); einsum would fix B in an export
         along = (proj.square() / self.variances[None, :, None, :]).sum(-1)  # (B, G, K)
         if self.components.shape[1] == self.components.shape[2]:  # full rank: nothing is left over
             return along.flatten(1).min(dim=1).values

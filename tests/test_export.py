@@ -64,13 +64,15 @@ def test_metadata_describes_the_model(tmp_path, checkpoint_dir):
     assert image.name == "image" and image.shape[1:] == [3, info.input_size, info.input_size]
 
 
-def test_extra_heads_are_outputs_and_match(tmp_path):
+@pytest.mark.parametrize("groups", [1, 3])
+def test_extra_heads_are_outputs_and_match(tmp_path, groups):
     torch.manual_seed(3)
     model = build_model("resnet14", len(CLASSES)).add_heads(["cva", "side_view", "gate"]).eval()
     x = torch.randn(12, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # fit the gate tightly, so it decides some side-view logits
         pooled = model.pool(model.forward_features(torch.randn(40, 3, 64, 64)))
-        model.heads["gate"].fit(pooled[:30], torch.arange(30) % 2, pooled[30:], quantile=0.5)
+        model.heads["gate"].fit(pooled[:30], torch.arange(30) % 2, pooled[30:], quantile=0.5,
+                                groups=torch.arange(30) % groups)  # exported from a batch of one, run on 12
         want = model.forward_outputs(x)
         features = model.pool(model.forward_features(x))
         gated = model.heads["gate"](features) < model.heads["side_view"](features)[:, 0]
