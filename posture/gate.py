@@ -80,7 +80,7 @@ class FeatureGate(nn.Module):
         y = labels.numpy()
         g = np.zeros(len(x), dtype=np.int64) if groups is None else groups.numpy()
         n_groups, k, dim = int(g.max()) + 1, self.means.shape[1], x.shape[1]
-        r = min(self.components.shape[1], dim)
+        r = self.components.shape[1]  # <= dim, set when the gate was built
         means = np.zeros((n_groups, k, dim))
         components = np.zeros((n_groups, r, dim))
         variances = np.ones((n_groups, r))
@@ -97,7 +97,6 @@ class FeatureGate(nn.Module):
             eigenvalues = np.maximum(eigenvalues, max(eigenvalues[0], 1e-12) * 1e-9)  # a degenerate group stays finite
             components[j], variances[j] = eigenvectors[:, :r].T, eigenvalues[:r]
             residual[j] = eigenvalues[r:].mean() if r < dim else 1.0
-        self._resize(n_groups, r)
         self.means = torch.tensor(means, dtype=torch.float32)
         self.components = torch.tensor(components, dtype=torch.float32)
         self.variances = torch.tensor(variances, dtype=torch.float32)
@@ -123,6 +122,8 @@ class FeatureGate(nn.Module):
                 raise ValueError(f"{prefix}precision does not match {prefix}means")
             # precision = V diag(1 / variance) V^T; float64 keeps the round trip exact to float32
             inverse_variances, vectors = torch.linalg.eigh(legacy.double())
+            if not bool((inverse_variances > 0).all()):
+                raise ValueError(f"{prefix}precision is not positive definite")
             state_dict[prefix + "means"] = means[None]
             state_dict[prefix + "components"] = vectors.T.float()[None]
             state_dict[prefix + "variances"] = (1.0 / inverse_variances).float()[None]

@@ -117,3 +117,7 @@ def test_a_gate_saved_as_one_precision_matrix_loads_with_the_same_distances(tmp_
     save_file(state, str(path), metadata=metadata)
     with pytest.raises(CheckpointError, match="precision"):
         load_checkpoint(path)
+    state["heads.gate.precision"] = -torch.eye(64)  # no covariance has this inverse
+    save_file(state, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match="positive definite"):
+        load_checkpoint(path)
