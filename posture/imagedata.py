@@ -5,8 +5,9 @@ side view), the angle in the picture, whether it is a side view, the head-and-ne
 decoded per item, or once into memory (`ImageDataset.preload`) when the set is reused epoch after
 epoch. Augmentation keeps the neck angle meaningful: horizontal flips (a person facing the other
 way: the angle, measured toward the face, is unchanged), colour changes, a small zoom/shift and,
-when asked for (`Augment.degrade`), a low-quality capture: fewer pixels, blur or camera shake, JPEG;
-never rotation or shear. Its randomness comes from (seed, epoch, index), so a run is reproducible
+when asked for (`Augment.degrade`), a low-quality capture: fewer pixels, blur or camera shake, JPEG,
+and (`Augment.restyle`) a change of drawing style that keeps every outline where it is
+(`restyle_image`); never rotation or shear. Its randomness comes from (seed, epoch, index), so a run is reproducible
 and does not depend on loader workers or on torch's global RNG.
 """
 
@@ -28,7 +29,10 @@ from posture.images import load_image
 from posture.labels import Annotation
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD, letterbox, normalize
 
-__all__ = ["Augment", "ImageDataset", "Item", "annotate", "augment_image", "degrade_image", "square_box"]
+__all__ = ["RESTYLE_OPS", "Augment", "ImageDataset", "Item", "annotate", "augment_image", "degrade_image",
+           "restyle_image", "square_box"]
+
+RESTYLE_OPS = ("posterize", "solarize", "equalize", "autocontrast", "invert", "sharpen", "outline")
 
 NAN = float("nan")
 Box = tuple[float, float, float, float]
@@ -92,6 +96,7 @@ class Augment:
     translate: float = 0.06  # shift, as a share of the side
     grey: float = 0.1  # probability of dropping the colour
     degrade: float = 0.0  # probability of a low-quality capture (`degrade_image`)
+    restyle: float = 0.0  # probability of a change of drawing style (`restyle_image`)
 
     @classmethod
     def none(cls) -> "Augment":
@@ -119,6 +124,8 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box:
         img = TF.adjust_hue(img, rng.uniform(-aug.hue, aug.hue))
     if aug.grey and rng.random() < aug.grey:
         img = TF.rgb_to_grayscale(img, num_output_channels=3)
+    if aug.restyle and rng.random() < aug.restyle:
+        img = restyle_image(img, rng)
     if aug.scale or aug.translate:
         shift = [int(round(rng.uniform(-aug.translate, aug.translate) * img.width)) for _ in range(2)]
         scale = 1.0 + rng.uniform(-aug.scale, aug.scale)
@@ -132,6 +139,33 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box:
     if aug.degrade and rng.random() < aug.degrade:
         img = degrade_image(img, rng)
     return img, box
+
+
+def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = None) -> Image.Image:
+    """The same picture drawn otherwise: one of `RESTYLE_OPS` (`op`, or one drawn from `rng`).
+
+    Each changes tones, textures or lines and keeps every outline in place, so the model has to
+    read the shape rather than one renderer's shading: posterize (1-3 bits per channel), solarize,
+    equalize, autocontrast, invert, sharpen, or outline (PIL's contour filter: line art of the
+    picture's edges)."""
+    op = op or RESTYLE_OPS[int(rng.integers(len(RESTYLE_OPS)))]
+    if op == "posterize":
+        return TF.posterize(img, int(rng.integers(1, 4)))
+    if op == "solarize":
+        return TF.solarize(img, float(rng.uniform(96, 224)))
+    if op == "equalize":
+        return TF.equalize(img)
+    if op == "autocontrast":
+        return TF.autocontrast(img)
+    if op == "invert":
+        return TF.invert(img)
+    if op == "sharpen":
+        return TF.adjust_sharpness(img, float(rng.uniform(2.0, 8.0)))
+    if op == "outline":  # PIL leaves a filter's outermost pixels as they were: filter a copy one pixel larger
+        grey = np.pad(np.asarray(img.convert("L")), 1, mode="edge")
+        lines = Image.fromarray(grey).filter(ImageFilter.CONTOUR).crop((1, 1, img.width + 1, img.height + 1))
+        return lines.convert("RGB")
+    raise ValueError(f"unknown restyle op {op!r}; choose from {', '.join(RESTYLE_OPS)}")
 
 
 def degrade_image(img: Image.Image, rng: np.random.Generator) -> Image.Image:

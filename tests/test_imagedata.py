@@ -1,5 +1,5 @@
 """Training examples: targets, angle-preserving augmentation that moves the box with the picture,
-preloading, low-quality captures, and placing a picture's box in its letterboxed square."""
+preloading, low-quality captures, changes of drawing style, and placing a picture's box in its letterboxed square."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from posture.imagedata import Augment, ImageDataset, Item, annotate, augment_image, degrade_image, square_box
+from posture.imagedata import (RESTYLE_OPS, Augment, ImageDataset, Item, annotate, augment_image, degrade_image,
+                               restyle_image, square_box)
 from posture.labels import Annotation
 
 NAN = math.nan
@@ -124,11 +125,50 @@ def test_degrade_probability_decides_how_often_training_sees_a_degraded_capture(
     assert all(changed)
 
 
-def test_degrade_must_be_a_probability():
+@pytest.mark.parametrize("name", ["degrade", "restyle"])
+def test_degrade_and_restyle_must_be_probabilities(name):
     from posture.errors import UsageError
     from posture.train import TrainConfig
 
-    assert TrainConfig(arch="resnet14", degrade=0.3).augmentation().degrade == 0.3
-    assert not TrainConfig(arch="resnet14", degrade=0.3, augment=False).augmentation().active
-    with pytest.raises(UsageError, match="degrade is a probability"):
-        TrainConfig(arch="resnet14", degrade=1.5).resolved()
+    assert getattr(TrainConfig(arch="resnet14", **{name: 0.3}).augmentation(), name) == 0.3
+    assert not TrainConfig(arch="resnet14", augment=False, **{name: 0.3}).augmentation().active
+    with pytest.raises(UsageError, match=f"{name} is a probability"):
+        TrainConfig(arch="resnet14", **{name: 1.5}).resolved()
+
+
+def _figure_extent(img: Image.Image) -> tuple[int, int, int, int]:
+    """The bounding box of the pixels that differ from the top-left corner's: the drawn figure."""
+    a = np.asarray(img.convert("L"), dtype=np.int16)
+    ys, xs = np.nonzero(np.abs(a - a[0, 0]) > 20)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@pytest.mark.parametrize("op", RESTYLE_OPS)
+def test_restyling_changes_the_drawing_but_keeps_the_figure_where_it_was(op):
+    arr = np.full((64, 64, 3), 100, dtype=np.uint8)
+    arr[20:50, 24:40] = (230, 200, 170)  # a light figure on a mid-grey ground
+    arr[30:34, 28:36] = 40  # with a dark detail inside
+    img = Image.fromarray(arr)
+    out = restyle_image(img, np.random.default_rng(0), op)
+    assert out.size == img.size and out.mode == "RGB"
+    assert not np.array_equal(np.asarray(out), arr)
+    assert _figure_extent(out) == pytest.approx((24, 20, 40, 50), abs=1)
+    again = restyle_image(img, np.random.default_rng(0), op)
+    assert np.array_equal(np.asarray(out), np.asarray(again))
+
+
+def test_restyle_probability_decides_how_often_training_sees_another_drawing_style(tmp_path):
+    arr = np.full((64, 64, 3), 100, dtype=np.uint8)
+    arr[16:48, 20:44] = 200  # mid tones, so that every op has something to change
+    Image.fromarray(arr).save(tmp_path / "p.png")
+    item = Item(tmp_path / "p.png", 0, 50.0)
+    colour_off = dict(flip=0, brightness=0, contrast=0, saturation=0, hue=0, scale=0, translate=0, grey=0)
+    plain = ImageDataset([item], 64)
+    always = ImageDataset([item], 64, augment=Augment(**colour_off, restyle=1.0), seed=0)
+    changed = []
+    for epoch in range(6):
+        always.epoch = epoch
+        changed.append(not torch.equal(always[0][0], plain[0][0]))
+    assert all(changed)
+    with pytest.raises(ValueError, match="unknown restyle op"):
+        restyle_image(Image.new("RGB", (8, 8)), np.random.default_rng(0), "oil")
