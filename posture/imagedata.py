@@ -5,10 +5,10 @@ side view), the angle in the picture, whether it is a side view, the head-and-ne
 decoded per item, or once into memory (`ImageDataset.preload`) when the set is reused epoch after
 epoch. Augmentation keeps the neck angle meaningful: horizontal flips (a person facing the other
 way: the angle, measured toward the face, is unchanged), colour changes, a small zoom/shift and,
-when asked for (`Augment.degrade`), a low-quality capture: fewer pixels, blur or camera shake, JPEG,
-and (`Augment.restyle`) a change of drawing style that keeps every outline where it is
-(`restyle_image`); never rotation or shear. Its randomness comes from (seed, epoch, index), so a run is reproducible
-and does not depend on loader workers or on torch's global RNG.
+when asked for, a low-quality capture (`Augment.degrade`: fewer pixels, blur or camera shake, JPEG)
+or another drawing style that keeps every outline where it is (`Augment.restyle`); never rotation
+or shear. Its randomness comes from (seed, epoch, index), so a run is reproducible and does not
+depend on loader workers or on torch's global RNG.
 """
 
 from __future__ import annotations
