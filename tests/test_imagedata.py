@@ -16,6 +16,8 @@ from posture.imagedata import (RESTYLE_OPS, Augment, ImageDataset, Item, annotat
 from posture.labels import Annotation
 
 NAN = math.nan
+# every default augmentation off, so that only the option under test changes a picture
+ONLY_THE_OPTION = dict(flip=0, brightness=0, contrast=0, saturation=0, hue=0, scale=0, translate=0, grey=0)
 
 
 def _bright_box_picture(path: Path, size=(120, 80), box=(0.5, 0.25, 0.75, 0.75)) -> Path:
@@ -113,9 +115,8 @@ def test_degraded_capture_keeps_size_and_geometry_but_loses_detail():
 def test_degrade_probability_decides_how_often_training_sees_a_degraded_capture(tmp_path):
     path = _bright_box_picture(tmp_path / "p.png", size=(64, 64))
     item = Item(path, 0, 50.0)
-    colour_off = dict(flip=0, brightness=0, contrast=0, saturation=0, hue=0, scale=0, translate=0, grey=0)
-    plain = ImageDataset([item], 64, augment=Augment(**colour_off, degrade=0.0), seed=0)
-    always = ImageDataset([item], 64, augment=Augment(**colour_off, degrade=1.0), seed=0)
+    plain = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, degrade=0.0), seed=0)
+    always = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, degrade=1.0), seed=0)
     assert not plain.augment or not plain.augment.active  # degrade 0 with everything else off: no augmentation
     torch.testing.assert_close(plain[0][0], ImageDataset([item], 64)[0][0])
     changed = []
@@ -162,9 +163,8 @@ def test_restyle_probability_decides_how_often_training_sees_another_drawing_sty
     arr[16:48, 20:44] = 200  # mid tones, so that every op has something to change
     Image.fromarray(arr).save(tmp_path / "p.png")
     item = Item(tmp_path / "p.png", 0, 50.0)
-    colour_off = dict(flip=0, brightness=0, contrast=0, saturation=0, hue=0, scale=0, translate=0, grey=0)
     plain = ImageDataset([item], 64)
-    always = ImageDataset([item], 64, augment=Augment(**colour_off, restyle=1.0), seed=0)
+    always = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, restyle=1.0), seed=0)
     changed = []
     for epoch in range(6):
         always.epoch = epoch
