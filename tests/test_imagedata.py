@@ -172,3 +172,19 @@ def test_restyle_probability_decides_how_often_training_sees_another_drawing_sty
     assert all(changed)
     with pytest.raises(ValueError, match="unknown restyle op"):
         restyle_image(Image.new("RGB", (8, 8)), np.random.default_rng(0), "oil")
+
+
+@pytest.mark.parametrize("name", ["degrade", "restyle"])
+def test_a_share_between_none_and_all_changes_about_that_share_of_the_pictures(name, tmp_path):
+    arr = np.full((64, 64, 3), 100, dtype=np.uint8)
+    arr[16:48, 20:44] = 200
+    arr[24:40, 28:36] = 30  # mid, light and dark tones, so that every change has something to change
+    Image.fromarray(arr).save(tmp_path / "p.png")
+    item = Item(tmp_path / "p.png", 0, 50.0)
+    plain = ImageDataset([item], 64)[0][0]
+    shared = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, **{name: 0.3}), seed=0)
+    changed = []
+    for epoch in range(200):
+        shared.epoch = epoch
+        changed.append(not torch.equal(shared[0][0], plain))
+    assert 0.2 < np.mean(changed) < 0.4  # 0.3 +- 3.3 standard deviations of 200 draws
