@@ -10,7 +10,7 @@ checkpoint's gate anew, on the training split its header records.
 from __future__ import annotations
 
 import copy
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +20,7 @@ from posture.backends import EXPORT_GUARD
 from posture.checkpoints import ModelInfo, load_checkpoint, save_checkpoint
 from posture.errors import DatasetError, UsageError
 from posture.fit import extract_features
-from posture.imagedata import Augment, ImageDataset
+from posture.imagedata import ImageDataset
 from posture.models import PostureNet
 
 __all__ = ["calibrate_", "fit_gate_", "refit_gate"]
@@ -67,8 +67,6 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
 
 
 MIN_GROUP = 20  # side views a style needs to get a group of its own in the gate
-# augmentations that show a picture in another form, and what the gate calls a group of them
-FORMS = {"degrade": "degraded", "restyle": "restyled"}
 
 
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
@@ -77,35 +75,24 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     its threshold on the validation side views'; returns what was fitted (for the checkpoint).
 
     When every training side view has a style (labels.csv's column) and each style has at least
-    `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group.
-    When training showed pictures in another form (`train_ds.augment` with `degrade` or `restyle`),
-    the gate knows that form too: every side view is shown once in it, and those features make
-    groups of their own beside the plain ones; the threshold is taken over both, so a side view in
-    any form training used is flagged as rarely as a plain one."""
-    def side_views(ds: ImageDataset, form: str | None = None) -> ImageDataset:
-        shown = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
-        shown.augment = None if form is None else replace(Augment.none(), **{form: 1.0})
-        return shown
+    `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group."""
+    def side_views(ds: ImageDataset) -> ImageDataset:
+        plain = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
+        plain.augment = None
+        return plain
 
-    aug = train_ds.augment
-    forms = [None] + [f for f in FORMS if aug is not None and getattr(aug, f) > 0]
-    fit_on = side_views(train_ds)
-    features = torch.cat([extract_features(model, side_views(train_ds, f), batch_size, workers=workers) for f in forms])
-    held_back = torch.cat([extract_features(model, side_views(val_ds, f), batch_size, workers=workers) for f in forms])
+    fit_on, held = side_views(train_ds), side_views(val_ds)
+    features = extract_features(model, fit_on, batch_size, workers=workers)
+    held_back = extract_features(model, held, batch_size, workers=workers)
+    model.add_heads(["gate"])
+    gate = model.heads["gate"]
     styles = [it.style for it in fit_on.items]
     names = sorted(set(styles))
     grouped = len(names) > 1 and all(styles) and min(styles.count(n) for n in names) >= MIN_GROUP
-    base = torch.tensor([names.index(s) for s in styles]) if grouped else torch.zeros(len(styles), dtype=torch.long)
-    names = names if grouped else ["side views"]
-    groups = torch.cat([base + j * len(names) for j in range(len(forms))])
-    labels = torch.tensor([it.label for it in fit_on.items]).repeat(len(forms))
-    model.add_heads(["gate"])
-    gate = model.heads["gate"]
-    gate.fit(features, labels, held_back, groups=groups)
-    group_names = [n if f is None else f"{n} ({FORMS[f]})" for f in forms for n in names]
-    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held_back),
-            "groups": group_names if len(group_names) > 1 else [], "forms": [f for f in forms if f],
-            "rank": int(gate.components.shape[1])}
+    groups = torch.tensor([names.index(s) for s in styles]) if grouped else None
+    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back, groups=groups)
+    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held),
+            "groups": names if grouped else [], "rank": int(gate.components.shape[1])}
 
 
 def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
@@ -136,8 +123,8 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
         del model.heads["gate"]
     say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views")
     size = info.input_size
-    shown = ImageDataset(train_items, size, augment=cfg.augmentation(), seed=cfg.seed)  # as training showed them
-    info.train_config["gate"] = fit_gate_(model, shown, ImageDataset(val_items, size), cfg.batch_size)
+    info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
+                                          cfg.batch_size)
     info.heads = model.head_names
     say(f"evaluating on the {len(val_items)} validation pictures")
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, info.class_names)
