@@ -158,11 +158,17 @@ def test_restyling_changes_the_drawing_but_keeps_the_figure_where_it_was(op):
     assert np.array_equal(np.asarray(out), np.asarray(again))
 
 
-def test_restyle_probability_decides_how_often_training_sees_another_drawing_style(tmp_path):
+def _three_tone_picture(path: Path) -> Path:
+    """Mid, light and dark tones, so that every degrade or restyle change has something to change."""
     arr = np.full((64, 64, 3), 100, dtype=np.uint8)
-    arr[16:48, 20:44] = 200  # mid tones, so that every op has something to change
-    Image.fromarray(arr).save(tmp_path / "p.png")
-    item = Item(tmp_path / "p.png", 0, 50.0)
+    arr[16:48, 20:44] = 200
+    arr[24:40, 28:36] = 30
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_restyle_probability_decides_how_often_training_sees_another_drawing_style(tmp_path):
+    item = Item(_three_tone_picture(tmp_path / "p.png"), 0, 50.0)
     plain = ImageDataset([item], 64)
     always = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, restyle=1.0), seed=0)
     changed = []
@@ -176,11 +182,7 @@ def test_restyle_probability_decides_how_often_training_sees_another_drawing_sty
 
 @pytest.mark.parametrize("name", ["degrade", "restyle"])
 def test_a_share_between_none_and_all_changes_about_that_share_of_the_pictures(name, tmp_path):
-    arr = np.full((64, 64, 3), 100, dtype=np.uint8)
-    arr[16:48, 20:44] = 200
-    arr[24:40, 28:36] = 30  # mid, light and dark tones, so that every change has something to change
-    Image.fromarray(arr).save(tmp_path / "p.png")
-    item = Item(tmp_path / "p.png", 0, 50.0)
+    item = Item(_three_tone_picture(tmp_path / "p.png"), 0, 50.0)
     plain = ImageDataset([item], 64)[0][0]
     shared = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, **{name: 0.3}), seed=0)
     changed = []
