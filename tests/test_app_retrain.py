@@ -192,6 +192,7 @@ def test_cancel_keeps_nothing_unless_asked_and_one_training_job_runs_at_a_time(a
     final = job.result(timeout=60)
     assert time.monotonic() - cancelled_at < 20  # promptly: within a batch, not after 30 epochs
     assert final[0].startswith("Cancelled"), [str(o[0])[:80] for o in job.outputs()][-8:]
+    assert any("Stopping after the current batch" in str(o[0]) for o in job.outputs())  # said in the status
     assert "resnet14-trained-1" not in models_in(first)  # not kept without asking
     message, *_ = first.predict(api_name="/keep_cancelled")
     assert "resnet14-trained-1" in message
@@ -364,6 +365,8 @@ def test_a_job_waiting_for_the_slot_says_so_and_can_be_cancelled(browser, app, l
         cancel.click()
         expect(status).to_contain_text("Cancelled before it started", timeout=30_000)
         expect(cancel).to_be_hidden()
+        page.wait_for_timeout(1500)  # Cancel's own reply, arriving late, must not overwrite the last word
+        expect(status).to_contain_text("Cancelled before it started")
         assert not job.done()
         page.context.close()
     finally:

@@ -112,6 +112,9 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
         train_button = gr.Button("Train", variant="primary", elem_id="train")
         cancel_button = gr.Button("Cancel training", variant="stop", visible=False, elem_id="cancel")
     status = gr.Markdown(elem_id="train-status", elem_classes=["train-status"])
+    # Cancel's own reply (for API clients): the status line belongs to the training handler alone, so a
+    # reply arriving after the handler's last word cannot overwrite it.
+    cancel_reply = gr.Textbox(visible=False, elem_id="cancel-reply")
     curves = gr.HTML(elem_id="curves")
     results = gr.Markdown(elem_id="train-results")
     with gr.Row():
@@ -292,8 +295,11 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
             worker = threading.Thread(target=work, name="posture-train", daemon=True)
             worker.start()
             history: list[dict] = []
-            last = 0.0
+            last, told = 0.0, False
             while (event := events.get()) is not None:
+                if job.cancel.is_set() and not told:
+                    told = True
+                    yield update("Stopping after the current batch…")
                 if event.kind == "step" and event.steps:
                     progress((event.step, event.steps), desc=f"epoch {event.epoch}/{event.epochs}", unit="batches")
                     if time.monotonic() - last < 1.0:
@@ -364,7 +370,7 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
                                      api_name="train", concurrency_limit=None, show_progress_on=[status])
     train_event.then(lambda: gr.Button(visible=False), None, cancel_button, api_visibility="private",
                      show_progress="hidden")
-    cancel_button.click(cancel_training, ctx.session, status, api_name="cancel_training", queue=False)
+    cancel_button.click(cancel_training, ctx.session, cancel_reply, api_name="cancel_training", queue=False)
     keep.click(keep_cancelled, ctx.session, [results, cancel_button, keep, use_in_predict, use_in_compare,
                                              download, *ctx.model_outputs, ctx.session], api_name="keep_cancelled")
     return {"use_in_predict": use_in_predict, "use_in_compare": use_in_compare}
