@@ -70,9 +70,11 @@ MIN_GROUP = 20  # side views a style needs to get a group of its own in the gate
 
 
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
-              workers: int = 0) -> dict[str, Any]:
+              workers: int = 0, device: torch.device | str | None = None) -> dict[str, Any]:
     """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
     its threshold on the validation side views'; returns what was fitted (for the checkpoint).
+    The features are computed on `device` (default: where the model is), the gate fitted on the CPU;
+    the model ends where it started.
 
     When every training side view has a style (labels.csv's column) and each style has at least
     `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group."""
@@ -82,8 +84,13 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
         return plain
 
     fit_on, held = side_views(train_ds), side_views(val_ds)
-    features = extract_features(model, fit_on, batch_size, workers=workers)
-    held_back = extract_features(model, held, batch_size, workers=workers)
+    home = next(model.parameters()).device
+    try:
+        model.to(device or home)
+        features = extract_features(model, fit_on, batch_size, workers=workers).cpu()
+        held_back = extract_features(model, held, batch_size, workers=workers).cpu()
+    finally:
+        model.to(home)
     model.add_heads(["gate"])
     gate = model.heads["gate"]
     styles = [it.style for it in fit_on.items]
