@@ -29,7 +29,7 @@ from posture.images import load_image
 from posture.labels import Annotation
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD, letterbox, normalize
 
-__all__ = ["RESTYLE_OPS", "Augment", "ImageDataset", "Item", "annotate", "augment_image", "degrade_image",
+__all__ = ["RESTYLE_OPS", "Augment", "ImageDataset", "Item", "annotate", "augment_image", "closeup_crop", "degrade_image",
            "restyle_image", "square_box"]
 
 RESTYLE_OPS = ("posterize", "solarize", "equalize", "autocontrast", "invert", "sharpen", "outline")
@@ -97,6 +97,7 @@ class Augment:
     grey: float = 0.1  # probability of dropping the colour
     degrade: float = 0.0  # probability of a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability of a change of drawing style (`restyle_image`)
+    closeup: float = 0.0  # probability of a head-and-shoulders close-up (`closeup_crop`; pictures with a box)
 
     @classmethod
     def none(cls) -> "Augment":
@@ -110,6 +111,8 @@ class Augment:
 def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box: Box | None = None) -> tuple[Image.Image, Box | None]:
     """Apply `aug` to a letterboxed square with parameters drawn from `rng`; move `box` (fractions
     of the square) with it."""
+    if aug.closeup and box is not None and rng.random() < aug.closeup:
+        img, box = closeup_crop(img, box, rng)
     if rng.random() < aug.flip:
         img = TF.horizontal_flip(img)
         if box is not None:
@@ -166,6 +169,30 @@ def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = N
         lines = Image.fromarray(grey).filter(ImageFilter.CONTOUR).crop((1, 1, img.width + 1, img.height + 1))
         return lines.convert("RGB")
     raise ValueError(f"unknown restyle op {op!r}; choose from {', '.join(RESTYLE_OPS)}")
+
+
+CLOSEUP_SHARE = (0.45, 0.75)  # the head-and-neck box's longer side, as a share of a close-up's side
+
+
+def closeup_crop(img: Image.Image, box: Box, rng: np.random.Generator) -> tuple[Image.Image, Box]:
+    """The same picture as a head-and-shoulders close-up: a square crop around the head-and-neck
+    `box` (fractions of the square picture), scaled back to the picture's size, in which the box's
+    longer side is 45-75% of the side (as in a webcam close-up at desk distance). The box lies
+    wholly inside the crop, so the head and neck are never cut; a box that is already that large
+    leaves the picture as it is. Returns the picture and the box in the crop's fractions."""
+    n = img.width
+    if img.height != n:
+        raise ValueError(f"a close-up is cut from a letterboxed square, not {img.width}x{img.height}")
+    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) * n for v in box)
+    longer = max(x1 - x0, y1 - y0)
+    side = longer / rng.uniform(*CLOSEUP_SHARE)
+    if longer <= 0 or side >= 0.95 * n:
+        return img, box
+    # anywhere the box stays inside both the crop and the picture
+    left = rng.uniform(max(0.0, x1 - side), min(x0, n - side))
+    top = rng.uniform(max(0.0, y1 - side), min(y0, n - side))
+    crop = img.resize((n, n), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    return crop, ((x0 - left) / side, (y0 - top) / side, (x1 - left) / side, (y1 - top) / side)
 
 
 def degrade_image(img: Image.Image, rng: np.random.Generator) -> Image.Image:

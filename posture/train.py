@@ -60,6 +60,7 @@ class TrainConfig:
     augment: bool = True
     degrade: float = 0.0  # probability that a training picture is seen as a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability that a training picture is seen drawn otherwise (`restyle_image`)
+    closeup: float = 0.0  # probability that a training picture is seen as a head-and-shoulders close-up (`closeup_crop`)
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
     cache_features: bool = True  # frozen path: train the heads on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
@@ -78,7 +79,9 @@ class TrainConfig:
 
     def augmentation(self) -> Augment:
         """The training augmentation this run asks for."""
-        return Augment(degrade=self.degrade, restyle=self.restyle) if self.augment else Augment.none()
+        if not self.augment:
+            return Augment.none()
+        return Augment(degrade=self.degrade, restyle=self.restyle, closeup=self.closeup)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default; UsageError for impossible settings."""
@@ -96,7 +99,7 @@ class TrainConfig:
             cfg.lr = spec.default_lr(cfg.init, bool(cfg.freeze))
         if cfg.epochs < 1 or cfg.batch_size < 1 or not 0.0 < cfg.val_split < 1.0:
             raise UsageError("epochs and batch size must be >= 1 and the validation share in (0, 1)")
-        for name in ("degrade", "restyle"):
+        for name in ("degrade", "restyle", "closeup"):
             if not 0.0 <= getattr(cfg, name) <= 1.0:
                 raise UsageError(f"{name} is a probability in [0, 1], got {getattr(cfg, name)}")
         if not 16 <= cfg.img_size <= 1024:

@@ -51,6 +51,9 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
     p.add_argument("--restyle", type=float, default=0.0, metavar="P",
                    help="probability of seeing a training picture drawn otherwise: posterized, solarized, "
                         "equalized, autocontrasted, inverted, sharpened or outlined, outlines in place (default: 0)")
+    p.add_argument("--closeup", type=float, default=0.0, metavar="P",
+                   help="probability of seeing a training picture as a head-and-shoulders close-up: a crop around "
+                        "labels.csv's head-and-neck box, the box whole (default: 0)")
     p.add_argument("--feature-views", type=int, default=0, help="frozen path: augmented views to cache")
     p.add_argument("--storage", default="float32", choices=["float32", "float16"],
                    help="dtype of the saved weights (float16 halves the file)")
@@ -88,7 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig(
         arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split, seed=args.seed,
-        patience=args.patience, degrade=args.degrade, restyle=args.restyle, feature_views=args.feature_views,
+        patience=args.patience, degrade=args.degrade, restyle=args.restyle, closeup=args.closeup,
+        feature_views=args.feature_views,
         storage_dtype=args.storage,
         exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer,
         output_stride=args.output_stride, cam_map=args.cam_map, calibrate=args.calibrate, gate=args.gate,

@@ -103,7 +103,7 @@ def test_train_from_a_zip_then_use_the_model_in_that_session_only(app, data_zip,
     status, curves, results, per_class, confusion, *rest = mine.predict(*QUICK, api_name="/train")
     assert status.startswith("Training finished")
     recipe = read_info(_trained_file(rest)).train_config
-    assert recipe["degrade"] == 0.0 and recipe["restyle"] == 0.0  # left out of the call: the defaults
+    assert recipe["degrade"] == 0.0 and recipe["restyle"] == 0.0 and recipe["closeup"] == 0.0  # the defaults
     assert "train" in curves and "validation" in curves  # the legend names both lines
     assert "Validation accuracy" in results and "resnet14-trained-1" in results
     assert [row[0] for row in per_class["value"]["data"]] == CLASSES
@@ -121,13 +121,13 @@ def test_train_from_a_zip_then_use_the_model_in_that_session_only(app, data_zip,
 
 
 def test_the_learning_curves_have_a_legend_and_whole_epochs(app, data_zip):
-    """Also: the low-quality-captures and drawing-style shares reach training and are recorded in the model."""
+    """Also: the low-quality-captures, drawing-style and close-up shares reach training and are recorded."""
     client = Client(app.url, verbose=False)
     client.predict(handle_file(str(data_zip)), api_name="/check_zip")
-    outputs = client.predict("resnet14", "scratch", "automatic", 3, "automatic", 4, "64", 0.34, 0, 0.5, 0.3,
+    outputs = client.predict("resnet14", "scratch", "automatic", 3, "automatic", 4, "64", 0.34, 0, 0.5, 0.3, 0.2,
                              api_name="/train")
     recipe = read_info(_trained_file(outputs)).train_config
-    assert recipe["degrade"] == 0.5 and recipe["restyle"] == 0.3
+    assert recipe["degrade"] == 0.5 and recipe["restyle"] == 0.3 and recipe["closeup"] == 0.2
     curves = outputs[1]
     curves = curves.split("</svg>")[0]  # the wide layout (a stacked copy follows for phones)
     texts = re.findall(r"<text[^>]*>([^<]*)</text>", curves)

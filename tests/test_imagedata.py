@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from posture.imagedata import (RESTYLE_OPS, Augment, ImageDataset, Item, annotate, augment_image, degrade_image,
-                               restyle_image, square_box)
+from posture.imagedata import (CLOSEUP_SHARE, RESTYLE_OPS, Augment, ImageDataset, Item, annotate, augment_image,
+                               closeup_crop, degrade_image, restyle_image, square_box)
 from posture.labels import Annotation
 
 NAN = math.nan
@@ -126,7 +126,7 @@ def test_degrade_probability_decides_how_often_training_sees_a_degraded_capture(
     assert all(changed)
 
 
-@pytest.mark.parametrize("name", ["degrade", "restyle"])
+@pytest.mark.parametrize("name", ["degrade", "restyle", "closeup"])
 def test_degrade_and_restyle_must_be_probabilities(name):
     from posture.errors import UsageError
     from posture.train import TrainConfig
@@ -180,9 +180,10 @@ def test_restyle_probability_decides_how_often_training_sees_another_drawing_sty
         restyle_image(Image.new("RGB", (8, 8)), np.random.default_rng(0), "oil")
 
 
-@pytest.mark.parametrize("name", ["degrade", "restyle"])
+@pytest.mark.parametrize("name", ["degrade", "restyle", "closeup"])
 def test_a_share_between_none_and_all_changes_about_that_share_of_the_pictures(name, tmp_path):
-    item = Item(_three_tone_picture(tmp_path / "p.png"), 0, 50.0)
+    # a close-up needs a head-and-neck box: the dark patch, in fractions of the 64 x 64 picture
+    item = Item(_three_tone_picture(tmp_path / "p.png"), 0, 50.0, box=(28 / 64, 24 / 64, 36 / 64, 40 / 64), aspect=1.0)
     plain = ImageDataset([item], 64)[0][0]
     shared = ImageDataset([item], 64, augment=Augment(**ONLY_THE_OPTION, **{name: 0.3}), seed=0)
     changed = []
@@ -190,3 +191,39 @@ def test_a_share_between_none_and_all_changes_about_that_share_of_the_pictures(n
         shared.epoch = epoch
         changed.append(not torch.equal(shared[0][0], plain))
     assert 0.2 < np.mean(changed) < 0.4  # 0.3 +- 3.3 standard deviations of 200 draws
+
+
+def test_a_closeup_enlarges_the_head_and_neck_box_and_keeps_it_whole():
+    """The box's longer side becomes 45-75% of the picture, wholly inside it, and the pixels move with it."""
+    arr = np.full((128, 128, 3), 90, dtype=np.uint8)
+    arr[40:60, 70:82] = 220  # the head and neck: 12 x 20 px
+    img = Image.fromarray(arr)
+    box = (70 / 128, 40 / 128, 82 / 128, 60 / 128)
+    for seed in range(20):
+        out, moved = closeup_crop(img, box, np.random.default_rng(seed))
+        assert out.size == img.size
+        assert 0.0 <= moved[0] < moved[2] <= 1.0 and 0.0 <= moved[1] < moved[3] <= 1.0
+        longer = max(moved[2] - moved[0], moved[3] - moved[1])
+        assert CLOSEUP_SHARE[0] - 1e-6 <= longer <= CLOSEUP_SHARE[1] + 1e-6
+        assert (moved[2] - moved[0]) / (moved[3] - moved[1]) == pytest.approx(12 / 20)  # nothing stretched
+        x0, y0, x1, y1 = (round(v * 128) for v in moved)
+        bright = np.asarray(out.convert("L"))[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
+        assert bright.min() > 180  # the bright patch is where the box says
+        assert np.array_equal(np.asarray(out), np.asarray(closeup_crop(img, box, np.random.default_rng(seed))[0]))
+
+
+def test_a_closeup_leaves_a_picture_that_is_already_one_and_refuses_a_non_square():
+    img = Image.new("RGB", (64, 64), (50, 60, 70))
+    big = (0.05, 0.0, 0.95, 0.9)  # a box as large as a close-up makes it
+    out, moved = closeup_crop(img, big, np.random.default_rng(0))
+    assert out is img and moved == big
+    with pytest.raises(ValueError, match="letterboxed square"):
+        closeup_crop(Image.new("RGB", (64, 32)), (0.4, 0.4, 0.5, 0.5), np.random.default_rng(0))
+
+
+def test_a_closeup_needs_a_box_so_pictures_without_one_are_left_alone(tmp_path):
+    plain = Item(_three_tone_picture(tmp_path / "p.png"), 0, 50.0)  # no box: a user's folder without labels.csv
+    ds = ImageDataset([plain], 64, augment=Augment(**ONLY_THE_OPTION, closeup=1.0), seed=0)
+    for epoch in range(5):
+        ds.epoch = epoch
+        torch.testing.assert_close(ds[0][0], ImageDataset([plain], 64)[0][0])

@@ -108,6 +108,9 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
             restyle = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Other drawing styles", elem_id="restyle",
                                 info="share of training pictures also seen posterized, solarized, inverted, "
                                      "outlined and the like (for pictures unlike yours)")
+            closeup = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Close-ups", elem_id="closeup",
+                                info="share of training pictures also seen as a head-and-shoulders close-up "
+                                     "(for webcam pictures; needs head-and-neck boxes in labels.csv)")
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="train")
         cancel_button = gr.Button("Cancel training", variant="stop", visible=False, elem_id="cancel")
@@ -243,7 +246,8 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
     @visitor_errors
     def train_model(session: Session, arch_name: str, init_name: str, backbone: str, n_epochs: float,
                     rate: str | None, batch: float, size: str, share: float, seed_value: float,
-                    degrade_share: float | None, restyle_share: float | None, request: gr.Request,
+                    degrade_share: float | None, restyle_share: float | None, closeup_share: float | None,
+                    request: gr.Request,
                     progress=gr.Progress()):
         """Wait for the training slot (saying so), then train with live curves; Cancel stops either."""
         scan = session.dataset
@@ -257,7 +261,7 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
                              freeze=FREEZE_CHOICES.get(backbone), epochs=int(n_epochs), lr=_learning_rate(rate),
                              batch_size=int(batch), img_size=None if size in (None, "", "automatic") else int(size),
                              val_split=float(share), seed=int(seed_value or 0), degrade=float(degrade_share or 0.0),
-                             restyle=float(restyle_share or 0.0),
+                             restyle=float(restyle_share or 0.0), closeup=float(closeup_share or 0.0),
                              device=ctx.settings.device,
                              imagenet_weights=str(ctx.settings.imagenet_weights or "") or None)
         session.workdir(request)
@@ -365,7 +369,7 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
         return done[:1] + done[4:]
 
     train_inputs = [ctx.session, arch, init, freeze, epochs, lr, batch_size, img_size, val_split, seed, degrade,
-                    restyle]
+                    restyle, closeup]
     train_event = train_button.click(train_model, train_inputs, all_outputs,
                                      api_name="train", concurrency_limit=None, show_progress_on=[status])
     train_event.then(lambda: gr.Button(visible=False), None, cancel_button, api_visibility="private",
