@@ -10,6 +10,7 @@ checkpoint's gate anew, on the training split its header records.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
@@ -59,7 +60,10 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
         return loss
 
     opt.step(closure)
-    t = float(log_t.detach().exp().clamp(0.05, 20.0))
+    t = float(log_t.detach().exp())
+    # On logits that separate the classes perfectly the optimum is T -> 0, and the line search can
+    # step into NaN on the way there: keep the logits as they are rather than poison the weights.
+    t = min(max(t, 0.05), 20.0) if math.isfinite(t) else 1.0
     with torch.no_grad():
         model.fc.weight /= t
         model.fc.bias /= t
