@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +21,7 @@ from posture.backends import EXPORT_GUARD
 from posture.checkpoints import ModelInfo, load_checkpoint, save_checkpoint
 from posture.errors import DatasetError, UsageError
 from posture.fit import extract_features
-from posture.imagedata import ImageDataset
+from posture.imagedata import Augment, ImageDataset
 from posture.models import PostureNet
 
 __all__ = ["calibrate_", "fit_gate_", "refit_gate"]
@@ -71,39 +71,54 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
 
 
 MIN_GROUP = 20  # side views a style needs to get a group of its own in the gate
+CLOSEUP_SEED = 7  # the gate's close-up views are the same on every fit
 
 
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
-              workers: int = 0, device: torch.device | str | None = None) -> dict[str, Any]:
+              workers: int = 0, device: torch.device | str | None = None, closeup: bool = False) -> dict[str, Any]:
     """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
     its threshold on the validation side views'; returns what was fitted (for the checkpoint).
     The features are computed on `device` (default: where the model is), the gate fitted on the CPU;
     the model ends where it started.
 
     When every training side view has a style (labels.csv's column) and each style has at least
-    `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group."""
-    def side_views(ds: ImageDataset) -> ImageDataset:
-        plain = ds.subset([i for i, it in enumerate(ds.items) if it.side_view])
-        plain.augment = None
-        return plain
+    `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group.
+    With `closeup` (a model trained with `--closeup`), every side view with a head-and-neck box is
+    also seen once as a close-up (`posture.imagedata.closeup_crop`), in its style's group, for the
+    fit and for the threshold: the gate then knows the close-ups the model was trained on."""
+    def side_views(ds: ImageDataset, close: bool) -> ImageDataset:
+        keep = [i for i, it in enumerate(ds.items) if it.side_view and (not close or _has_box(it))]
+        view = ds.subset(keep)
+        view.augment = replace(Augment.none(), closeup=1.0) if close else None
+        view.seed, view.epoch = CLOSEUP_SEED, 0
+        return view
 
-    fit_on, held = side_views(train_ds), side_views(val_ds)
+    fit_on, held = [side_views(train_ds, False)], [side_views(val_ds, False)]
+    if closeup and any(_has_box(it) for it in fit_on[0].items) and any(_has_box(it) for it in held[0].items):
+        fit_on.append(side_views(train_ds, True))
+        held.append(side_views(val_ds, True))
     home = next(model.parameters()).device
     try:
         model.to(device or home)
-        features = extract_features(model, fit_on, batch_size, workers=workers).cpu()
-        held_back = extract_features(model, held, batch_size, workers=workers).cpu()
+        features = torch.cat([extract_features(model, ds, batch_size, workers=workers).cpu() for ds in fit_on])
+        held_back = torch.cat([extract_features(model, ds, batch_size, workers=workers).cpu() for ds in held])
     finally:
         model.to(home)
+    items = [it for ds in fit_on for it in ds.items]
     model.add_heads(["gate"])
     gate = model.heads["gate"]
-    styles = [it.style for it in fit_on.items]
+    styles = [it.style for it in items]
     names = sorted(set(styles))
     grouped = len(names) > 1 and all(styles) and min(styles.count(n) for n in names) >= MIN_GROUP
     groups = torch.tensor([names.index(s) for s in styles]) if grouped else None
-    gate.fit(features, torch.tensor([it.label for it in fit_on.items]), held_back, groups=groups)
-    return {"threshold": float(gate.threshold), "n_fit": len(fit_on), "n_threshold": len(held),
-            "groups": names if grouped else [], "rank": int(gate.components.shape[1])}
+    gate.fit(features, torch.tensor([it.label for it in items]), held_back, groups=groups)
+    return {"threshold": float(gate.threshold), "n_fit": len(items), "n_threshold": len(held_back),
+            "groups": names if grouped else [], "rank": int(gate.components.shape[1]),
+            "closeups": sum(len(ds) for ds in fit_on[1:])}
+
+
+def _has_box(item: Any) -> bool:
+    return not (math.isnan(item.box[0]) or math.isnan(item.aspect))
 
 
 def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
@@ -135,7 +150,7 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
     say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views")
     size = info.input_size
     info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
-                                          cfg.batch_size)
+                                          cfg.batch_size, closeup=cfg.closeup > 0)
     info.heads = model.head_names
     say(f"evaluating on the {len(val_items)} validation pictures")
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, info.class_names)

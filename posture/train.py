@@ -289,7 +289,8 @@ def train(
         info.train_config["temperature"] = calibrate_(model, val_ds, cfg.batch_size)
     if cfg.gate and "side_view" in model.heads:
         emit(TrainEvent("phase", epochs=cfg.epochs, message="fitting the side-view flag's familiarity gate"))
-        info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers, device)
+        info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers, device,
+                                              closeup=cfg.closeup > 0)
         info.heads = model.head_names
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names,

@@ -304,3 +304,15 @@ def test_float16_training_scales_its_gradients(colours, monkeypatch):
     assert len(steps) == 3 * 3 and all(scale > 1 for scale in steps)  # 24 training images, batches of 8
     assert result.val_report.metrics["accuracy"] >= 0.75
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in result.model.parameters())
+
+
+def test_a_model_trained_with_closeups_gets_a_gate_fitted_on_closeups_too(synth_set, tmp_path):
+    side = sum(it.side_view for it in _train_items(synth_set))
+    train(synth_set, replace(_tiny(epochs=1), closeup=0.5), out=tmp_path / "m.safetensors")
+    gate = read_info(tmp_path / "m.safetensors").train_config["gate"]
+    assert gate["closeups"] == side and gate["n_fit"] == 2 * side  # every synthetic side view has a box
+    model, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert model.heads["gate"].fitted
+    train(synth_set, _tiny(epochs=1), out=tmp_path / "plain.safetensors")  # without close-ups: plain views only
+    plain = read_info(tmp_path / "plain.safetensors").train_config["gate"]
+    assert plain["closeups"] == 0 and plain["n_fit"] == side
