@@ -87,14 +87,15 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     also seen once as a close-up (`posture.imagedata.closeup_crop`), in its style's group, for the
     fit and for the threshold: the gate then knows the close-ups the model was trained on."""
     def side_views(ds: ImageDataset, close: bool) -> ImageDataset:
-        keep = [i for i, it in enumerate(ds.items) if it.side_view and (not close or _has_box(it))]
+        keep = [i for i, it in enumerate(ds.items) if it.side_view and (not close or it.has_box)]
         view = ds.subset(keep)
         view.augment = replace(Augment.none(), closeup=1.0) if close else None
-        view.seed, view.epoch = CLOSEUP_SEED, 0
+        if close:
+            view.seed, view.epoch = CLOSEUP_SEED, 0
         return view
 
     fit_on, held = [side_views(train_ds, False)], [side_views(val_ds, False)]
-    if closeup and any(_has_box(it) for it in fit_on[0].items) and any(_has_box(it) for it in held[0].items):
+    if closeup and any(it.has_box for it in fit_on[0].items) and any(it.has_box for it in held[0].items):
         fit_on.append(side_views(train_ds, True))
         held.append(side_views(val_ds, True))
     home = next(model.parameters()).device
@@ -115,10 +116,6 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     return {"threshold": float(gate.threshold), "n_fit": len(items), "n_threshold": len(held_back),
             "groups": names if grouped else [], "rank": int(gate.components.shape[1]),
             "closeups": sum(len(ds) for ds in fit_on[1:])}
-
-
-def _has_box(item: Any) -> bool:
-    return not (math.isnan(item.box[0]) or math.isnan(item.aspect))
 
 
 def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
@@ -147,10 +144,11 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
         raise DatasetError(f"{data} needs side views in both its training and its validation split")
     if "gate" in model.heads:
         del model.heads["gate"]
-    say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views")
+    close = " and a close-up of each with a box" if cfg.closeup > 0 else ""
+    say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views{close}")
     size = info.input_size
     info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
-                                          cfg.batch_size, closeup=cfg.closeup > 0)
+                                          cfg.batch_size, closeup=bool(close))
     info.heads = model.head_names
     say(f"evaluating on the {len(val_items)} validation pictures")
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, info.class_names)

@@ -54,6 +54,11 @@ class Item:
     def side_view(self) -> bool:
         return self.label >= 0
 
+    @property
+    def has_box(self) -> bool:
+        """Whether the head-and-neck box and the picture's aspect are known (the box can be placed)."""
+        return not (math.isnan(self.box[0]) or math.isnan(self.aspect))
+
 
 def annotate(pairs: Sequence[tuple[Path, int]], notes: Mapping[Path, Annotation]) -> list[Item]:
     """(path, class index or -1) pairs -> Items carrying what labels.csv says about each picture."""
@@ -276,7 +281,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         item = self.items[index]
         img = self.load_square(index)
-        box = None if math.isnan(item.box[0]) or math.isnan(item.aspect) else square_box(item.box, item.aspect, 1.0)
+        box = square_box(item.box, item.aspect, 1.0) if item.has_box else None
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             img, box = augment_image(img, self.augment, rng, box)
