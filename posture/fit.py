@@ -109,6 +109,17 @@ def _to(targets: Targets, device: torch.device) -> Targets:
     return {k: v.to(device) for k, v in targets.items()}
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """A one-cycle schedule warming up over the first fifth of `total_steps`.
+
+    OneCycleLR divides by the warm-up's length in steps minus one, so a warm-up of exactly one
+    step (five steps in all: five epochs of one batch, a small upload) would divide by zero;
+    such a run warms up over a quarter instead.
+    """
+    pct_start = 0.2 if round(0.2 * total_steps, 9) != 1 else 0.25
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct_start)
+
+
 class EpochLoop:
     """The epoch loop shared by both paths: each supplies its batches, `step` and `validate`."""
 
@@ -121,9 +132,7 @@ class EpochLoop:
         self.best: dict[str, torch.Tensor] | None = None  # state dict of the best epoch so far
         self.steps = -(-n_train // cfg.batch_size)
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
-        )
+        self.sched = one_cycle(self.opt, cfg.lr, cfg.epochs * self.steps)
         self.scaler = torch.amp.GradScaler(enabled=False)  # enabled for float16 autocast (see fit_full)
 
     def run(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from posture.explain import grad_cam
-from posture.fit import _forward
+from posture.fit import _forward, one_cycle
 from posture.models import build_model
 
 NAN = math.nan
@@ -62,3 +62,16 @@ def test_a_softplus_map_still_moves_when_the_class_has_no_positive_evidence():
     out, cam = _forward(model, x, targets, "layer3", "softplus")
     _, after = multitask_loss(out, targets, torch.ones(2), LossWeights(cva=0, side_view=0, cam=1.0), cam)
     assert after["cam_outside"] < before
+
+
+@pytest.mark.parametrize("total_steps", range(1, 41))
+def test_the_learning_rate_schedule_runs_for_any_number_of_steps(total_steps):
+    """Short runs too: five epochs of one batch each is a small upload's whole run."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    sched = one_cycle(opt, 0.01, total_steps)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()  # once per batch, as training does
+    assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] < 0.01
