@@ -6,9 +6,13 @@ $POSTURE_TEST_OUTPUT/app/ (default test-output/app/).
 
 from __future__ import annotations
 
+import ast
 import base64
 import csv
 import re
+import shutil
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,9 @@ import pytest
 from app_fixtures import (
     CLASSES,
     broken_images,
+    REPO,
     heads_checkpoint,
+    make_dataset,
     open_page,
     open_tab,
     pick,
@@ -26,6 +32,7 @@ from app_fixtures import (
     shot,
     side_photo,
     toasts,
+    zip_folder,
 )
 from conftest import copy_checkpoints
 from PIL import Image
@@ -441,3 +448,21 @@ def test_on_a_phone_the_verdict_follows_the_photo_within_a_screen(browser, app, 
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing overflows sideways
     shot(page, "predict-phone-result")
     page.context.close()
+
+
+def test_the_readme_client_example_runs_as_written(app, tmp_path, monkeypatch):
+    """The README's gradio_client walk-through, run against this app: predict, explain, compare, check, train."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("from gradio_client import Client, handle_file")[1].split("```")[0]
+    code = "from gradio_client import Client, handle_file" + block.replace("http://127.0.0.1:7860", app.url)
+    (tmp_path / "examples").mkdir()
+    shutil.copy(REPO / "examples" / "turtle_neck_cva35_flat.jpg", tmp_path / "examples")
+    zip_folder(make_dataset(tmp_path / "my_dataset"), tmp_path / "my_dataset.zip")
+    monkeypatch.chdir(tmp_path)  # the example's relative paths
+    printed = StringIO()
+    with redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    lines = [line for line in printed.getvalue().splitlines() if not line.startswith("Loaded as API")]
+    assert lines[0].split()[0] in CLASSES  # the label the details give
+    assert set(ast.literal_eval(lines[1])) == {pretty(c) for c in CLASSES}  # the probabilities, as the app shows them
+    assert lines[-1] == "Training finished.", lines[2:]  # the live status lines, up to the end of the run
