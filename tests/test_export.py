@@ -153,3 +153,25 @@ def test_exports_while_a_model_trains_in_another_thread(tmp_path, monkeypatch):
     trainer.join()
     assert "error" not in outcome, outcome.get("error")
     assert exports >= 2 and outcome["result"].model is not None
+
+
+def test_the_readme_onnx_example_gives_the_predictors_probabilities(tmp_path, capsys):
+    """The README's onnxruntime snippet (its own letterbox and softmax) agrees with `Predictor`."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), re.S)
+                  if "onnxruntime" in b]
+    onnx_path = tmp_path / "bundled.onnx"
+    assert main(["export", "resnet14", "--out", str(onnx_path)]) == 0  # the bundled model: its probabilities vary
+    photo = root / "examples" / "normal_cva54_silhouette.jpg"  # a picture the bundled model is unsure of
+    code = snippet.replace('"resnet18.onnx"', repr(str(onnx_path))).replace(
+        '"examples/turtle_neck_cva35_flat.jpg"', repr(str(photo)))
+    capsys.readouterr()
+    exec(compile(code, "README.md", "exec"), {})
+    shown = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
+    want = Predictor.from_checkpoint("resnet14").predict(photo).probabilities
+    assert 0.05 < want["normal"] < 0.95  # not saturated, so the comparison means something
+    assert shown == pytest.approx(want, abs=0.02)
