@@ -20,16 +20,29 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from posture.errors import DatasetError, UsageError
-from posture.imagedata import Item, annotate
+from posture.imagedata import Box, Item, annotate
 from posture.labels import read_annotations
 from posture.metrics import cam_box_scores, classification_metrics
 from posture.predict import Prediction, Predictor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from PIL import Image
 
-__all__ = ["EvalReport", "choose_cam_layer", "evaluate_folder", "evaluate_items", "learning_curves_figure",
-           "plot_learning_curves", "summarise", "write_report"]
+__all__ = ["CamExample", "EvalReport", "cam_grid_figure", "choose_cam_layer", "evaluate_folder", "evaluate_items",
+           "learning_curves_figure", "plot_learning_curves", "summarise", "write_report"]
+
+CAM_EXAMPLES = 6  # side views per style shown in a report's cam_grid.png
+
+
+@dataclass
+class CamExample:
+    """One side view as a report shows it: its Grad-CAM overlay (a thumbnail), box and verdict."""
+
+    overlay: "Image.Image"
+    box: Box  # head-and-neck box, fractions of the picture (NaN when unknown)
+    caption: str
+    correct: bool
 
 
 @dataclass
@@ -38,6 +51,7 @@ class EvalReport:
 
     metrics: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    cam_examples: dict[str, list[CamExample]] = field(default_factory=dict)  # the first side views per style
 
     @property
     def misclassified(self) -> list[dict[str, Any]]:
@@ -59,6 +73,19 @@ def _row(item: Item, true: str, pred: Prediction) -> dict[str, Any]:
         mass, hit = cam_box_scores(pred.heatmap, (b[0] * w, b[1] * h, b[2] * w, b[3] * h))
         row.update(cam_mass_in_box=round(mass, 4), pointing_hit=hit)
     return row
+
+
+def _with_angle(label: str, deg: float | None) -> str:
+    return label.replace("_", " ") + (f" {deg:.0f}°" if deg is not None and math.isfinite(deg) else "")
+
+
+def _cam_example(item: Item, true: str, pred: Prediction) -> CamExample:
+    overlay = pred.overlay(0.5)
+    overlay.thumbnail((256, 256))
+    caption = f"{_with_angle(true, item.cva_deg)} → {_with_angle(pred.label, pred.cva_deg)}"
+    if pred.side_view is False:
+        caption += ", no side view"
+    return CamExample(overlay, item.box, caption, pred.label == true and pred.side_view is not False)
 
 
 def summarise(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> dict[str, Any]:
@@ -99,23 +126,29 @@ def evaluate_items(
     progress: Callable[[int, int], None] | None = None,
     misclassified_dir: Path | None = None,
     layer: str | None = None,
+    cam_examples: int = CAM_EXAMPLES,
 ) -> EvalReport:
     """Predict (with Grad-CAM at `layer`) every item (class index into `class_names`, -1 for a
     picture without a side view) and score it; per style too when the items know their style.
 
     Labels are matched to the model's classes by name. Overlays of misclassified images go to
-    `misclassified_dir` when given.
+    `misclassified_dir` when given; the first `cam_examples` side views of each style (in the
+    items' order, right or wrong) are kept as `EvalReport.cam_examples`.
     """
     items = [it if isinstance(it, Item) else Item(Path(it[0]), int(it[1]), view="side") for it in items]
     unknown = sorted(set(class_names) - set(predictor.class_names))
     if unknown:
         raise UsageError(f"the model does not know the classes {unknown}; it knows {predictor.class_names}")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    examples: dict[str, list[CamExample]] = {}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         for item, pred in zip(chunk, predictor.predict_batch([it.path for it in chunk], layer=layer)):
             true = class_names[item.label] if item.side_view else ""
             rows.append(_row(item, true, pred))
+            shown = examples.setdefault(item.style or "all", [])
+            if true and len(shown) < cam_examples:
+                shown.append(_cam_example(item, true, pred))
             if misclassified_dir is not None and true and pred.label != true:
                 misclassified_dir.mkdir(parents=True, exist_ok=True)
                 overlay = misclassified_dir / f"{item.path.stem}_{true}_as_{pred.label}.png"
@@ -129,13 +162,13 @@ def evaluate_items(
     if styles:
         metrics["by_style"] = {s: summarise([r for r in rows if r["style"] == s], predictor.class_names)
                                for s in styles}
-    return EvalReport(metrics=metrics, rows=rows)
+    return EvalReport(metrics=metrics, rows=rows, cam_examples={k: examples[k] for k in sorted(examples) if examples[k]})
 
 
 def write_report(
     report: EvalReport, report_dir: Path, class_names: Sequence[str], history: Sequence[dict] = ()
 ) -> None:
-    """metrics.json, predictions.csv, confusion.png (and learning_curves.png) into `report_dir`."""
+    """metrics.json, predictions.csv, confusion.png, cam_grid.png (and learning_curves.png) into `report_dir`."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +195,39 @@ def write_report(
     fig.savefig(report_dir / "confusion.png", dpi=120)
     if history:
         plot_learning_curves(history, report_dir / "learning_curves.png")
+    if report.cam_examples:
+        cam_grid_figure(report.cam_examples, str(report.metrics.get("layer", ""))).savefig(
+            report_dir / "cam_grid.png", dpi=100)
+
+
+def cam_grid_figure(examples: dict[str, list[CamExample]], layer: str = "") -> "Figure":
+    """One row per style: each side view's Grad-CAM overlay, its head-and-neck box (white) where
+    known, and "true angle -> predicted angle" below it (red when wrong)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    rows, cols = len(examples), max(len(v) for v in examples.values())
+    fig = Figure(figsize=(1.9 * cols + 0.9, 2.1 * rows + 0.4))
+    axes = np.array(fig.subplots(rows, cols, squeeze=False))
+    for r, (style, shown) in enumerate(examples.items()):
+        axes[r, 0].set_ylabel(style, fontsize=11)
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(shown):
+                ax.set_axis_off()
+                continue
+            ex = shown[c]
+            w, h = ex.overlay.size
+            ax.imshow(ex.overlay)
+            if not math.isnan(ex.box[0]):
+                x0, y0, x1, y1 = ex.box[0] * w, ex.box[1] * h, ex.box[2] * w, ex.box[3] * h
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2))
+            ax.set_xlabel(ex.caption, fontsize=7.5, color="black" if ex.correct else "red")
+    title = "Grad-CAM" + (f" at {layer}" if layer else "") + ": the first side views of each style, white box = head and neck"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    return fig
 
 
 def plot_learning_curves(history: Sequence[dict], path: Path) -> None:

@@ -51,7 +51,7 @@ def test_report_on_a_synthetic_folder(headed, synth_set, tmp_path):
     assert set(m["by_style"]) == {r["style"] for r in report.rows if r["style"]}
     assert sum(s.get("n", 0) for s in m["by_style"].values()) == 16
     files = {p.name for p in (tmp_path / "report").iterdir()}  # the tiny checkpoint has no history
-    assert {"metrics.json", "predictions.csv", "confusion.png"} <= files
+    assert {"metrics.json", "predictions.csv", "confusion.png", "cam_grid.png"} <= files
     wrong = len(report.misclassified)
     assert wrong == sum(r["label"] != r["predicted"] for r in side_rows)
     assert len(list((tmp_path / "report" / "misclassified").glob("*.png"))) == wrong
@@ -107,6 +107,31 @@ def test_choose_layer_measures_every_layer_and_records_the_best(headed, synth_se
     info = read_info(path)
     assert info.cam_layer == best and info.metrics["cam_layers"]["chosen"] == best
     assert Predictor.from_checkpoint(path).predict(next(synth_set.glob("normal/*.jpg"))).layer == best
+
+
+def test_the_report_shows_the_first_side_views_of_each_style_with_their_grad_cam(headed, synth_set, tmp_path):
+    from PIL import Image
+
+    from posture.evaluate import evaluate_items, folder_items, write_report
+
+    predictor = Predictor.from_checkpoint(headed)
+    items, classes = folder_items(synth_set)
+    report = evaluate_items(predictor, items, classes, cam_examples=2)
+    rows = {r["file"]: r for r in report.rows}
+    side = [it for it in items if it.side_view]
+    assert list(report.cam_examples) == sorted({it.style for it in side})  # no picture without a side view
+    for style, shown in report.cam_examples.items():
+        first = [it for it in side if it.style == style][:2]  # the first ones, right or wrong
+        assert len(shown) == len(first)
+        for ex, item in zip(shown, first):
+            row = rows[str(item.path)]
+            true, predicted = (row[k].replace("_", " ") for k in ("label", "predicted"))
+            assert ex.caption.startswith(f"{true} {item.cva_deg:.0f}° → {predicted} {row['cva_pred']:.0f}°")
+            assert ex.correct == (row["predicted"] == row["label"] and row["side_view_prob"] >= 0.5)
+            assert max(ex.overlay.size) <= 256 and ex.box == item.box
+    write_report(report, tmp_path / "r", classes)
+    grid = Image.open(tmp_path / "r" / "cam_grid.png")
+    assert grid.height > grid.width  # two pictures a row, a row per style
 
 
 def test_misclassified_rows_name_their_overlay(checkpoint_dir, synth_set, tmp_path):
