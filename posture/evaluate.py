@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["CamExample", "EvalReport", "cam_grid_figure", "choose_cam_layer", "evaluate_folder", "evaluate_items",
            "learning_curves_figure", "plot_learning_curves", "summarise", "write_report"]
 
-CAM_EXAMPLES = 6  # side views per style shown in a report's cam_grid.png
+CAM_EXAMPLES = 3  # side views per style and class shown in a report's cam_grid.png
 
 
 @dataclass
@@ -51,7 +51,7 @@ class EvalReport:
 
     metrics: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
-    cam_examples: dict[str, list[CamExample]] = field(default_factory=dict)  # the first side views per style
+    cam_examples: dict[str, list[CamExample]] = field(default_factory=dict)  # first side views per style and class
 
     @property
     def misclassified(self) -> list[dict[str, Any]]:
@@ -132,8 +132,8 @@ def evaluate_items(
     picture without a side view) and score it; per style too when the items know their style.
 
     Labels are matched to the model's classes by name. Overlays of misclassified images go to
-    `misclassified_dir` when given; the first `cam_examples` side views of each style (in the
-    items' order, right or wrong) are kept as `EvalReport.cam_examples`.
+    `misclassified_dir` when given; the first `cam_examples` side views of each style and class
+    (in the items' order, right or wrong) are kept as `EvalReport.cam_examples`.
     """
     items = [it if isinstance(it, Item) else Item(Path(it[0]), int(it[1]), view="side") for it in items]
     unknown = sorted(set(class_names) - set(predictor.class_names))
@@ -141,14 +141,16 @@ def evaluate_items(
         raise UsageError(f"the model does not know the classes {unknown}; it knows {predictor.class_names}")
     rows: list[dict[str, Any]] = []
     examples: dict[str, list[CamExample]] = {}
+    taken: dict[tuple[str, str], int] = {}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         for item, pred in zip(chunk, predictor.predict_batch([it.path for it in chunk], layer=layer)):
             true = class_names[item.label] if item.side_view else ""
             rows.append(_row(item, true, pred))
-            shown = examples.setdefault(item.style or "all", [])
-            if true and len(shown) < cam_examples:
-                shown.append(_cam_example(item, true, pred))
+            key = (item.style or "all", true)
+            if true and taken.get(key, 0) < cam_examples:
+                taken[key] = taken.get(key, 0) + 1
+                examples.setdefault(key[0], []).append(_cam_example(item, true, pred))
             if misclassified_dir is not None and true and pred.label != true:
                 misclassified_dir.mkdir(parents=True, exist_ok=True)
                 overlay = misclassified_dir / f"{item.path.stem}_{true}_as_{pred.label}.png"
@@ -162,7 +164,7 @@ def evaluate_items(
     if styles:
         metrics["by_style"] = {s: summarise([r for r in rows if r["style"] == s], predictor.class_names)
                                for s in styles}
-    return EvalReport(metrics=metrics, rows=rows, cam_examples={k: examples[k] for k in sorted(examples) if examples[k]})
+    return EvalReport(metrics=metrics, rows=rows, cam_examples={k: examples[k] for k in sorted(examples)})
 
 
 def write_report(
@@ -224,7 +226,7 @@ def cam_grid_figure(examples: dict[str, list[CamExample]], layer: str = "") -> "
                 x0, y0, x1, y1 = ex.box[0] * w, ex.box[1] * h, ex.box[2] * w, ex.box[3] * h
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2))
             ax.set_xlabel(ex.caption, fontsize=7.5, color="black" if ex.correct else "red")
-    title = "Grad-CAM" + (f" at {layer}" if layer else "") + ": the first side views of each style, white box = head and neck"
+    title = "Grad-CAM" + (f" at {layer}" if layer else "") + ": the first side views of each style and class, white box = head and neck"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     return fig
