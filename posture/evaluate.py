@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["CamExample", "EvalReport", "cam_grid_figure", "choose_cam_layer", "evaluate_folder", "evaluate_items",
            "learning_curves_figure", "plot_learning_curves", "summarise", "write_report"]
 
-CAM_EXAMPLES = 3  # side views per style and class shown in a report's cam_grid.png
+CAM_EXAMPLES = 3  # side views per style and class shown in a report's cam_grid.jpg
 
 
 @dataclass
@@ -170,7 +170,7 @@ def evaluate_items(
 def write_report(
     report: EvalReport, report_dir: Path, class_names: Sequence[str], history: Sequence[dict] = ()
 ) -> None:
-    """metrics.json, predictions.csv, confusion.png, cam_grid.png (and learning_curves.png) into `report_dir`."""
+    """metrics.json, predictions.csv, confusion.png, cam_grid.jpg (and learning_curves.png) into `report_dir`."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def write_report(
         plot_learning_curves(history, report_dir / "learning_curves.png")
     if report.cam_examples:
         cam_grid_figure(report.cam_examples, str(report.metrics.get("layer", ""))).savefig(
-            report_dir / "cam_grid.png", dpi=100)
+            report_dir / "cam_grid.jpg", dpi=100, pil_kwargs={"quality": 85})
 
 
 def cam_grid_figure(examples: dict[str, list[CamExample]], layer: str = "") -> "Figure":
@@ -226,7 +226,8 @@ def cam_grid_figure(examples: dict[str, list[CamExample]], layer: str = "") -> "
                 x0, y0, x1, y1 = ex.box[0] * w, ex.box[1] * h, ex.box[2] * w, ex.box[3] * h
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2))
             ax.set_xlabel(ex.caption, fontsize=7.5, color="black" if ex.correct else "red")
-    title = "Grad-CAM" + (f" at {layer}" if layer else "") + ": the first side views of each style and class, white box = head and neck"
+    at = f" at {layer}" if layer else ""
+    title = f"Grad-CAM{at}: the first side views of each style and class, white box = head and neck"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     return fig

@@ -51,7 +51,7 @@ def test_report_on_a_synthetic_folder(headed, synth_set, tmp_path):
     assert set(m["by_style"]) == {r["style"] for r in report.rows if r["style"]}
     assert sum(s.get("n", 0) for s in m["by_style"].values()) == 16
     files = {p.name for p in (tmp_path / "report").iterdir()}  # the tiny checkpoint has no history
-    assert {"metrics.json", "predictions.csv", "confusion.png", "cam_grid.png"} <= files
+    assert {"metrics.json", "predictions.csv", "confusion.png", "cam_grid.jpg"} <= files
     wrong = len(report.misclassified)
     assert wrong == sum(r["label"] != r["predicted"] for r in side_rows)
     assert len(list((tmp_path / "report" / "misclassified").glob("*.png"))) == wrong
@@ -130,7 +130,7 @@ def test_the_report_shows_the_first_side_views_of_each_style_with_their_grad_cam
             assert ex.correct == (row["predicted"] == row["label"] and row["side_view_prob"] >= 0.5)
             assert max(ex.overlay.size) <= 256 and ex.box == item.box
     write_report(report, tmp_path / "r", classes)
-    grid = Image.open(tmp_path / "r" / "cam_grid.png")
+    grid = Image.open(tmp_path / "r" / "cam_grid.jpg")
     assert grid.height > grid.width / 2  # up to four pictures a row, a row per style
 
 
