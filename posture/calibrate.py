@@ -144,11 +144,12 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
         raise DatasetError(f"{data} needs side views in both its training and its validation split")
     if "gate" in model.heads:
         del model.heads["gate"]
-    close = " and a close-up of each with a box" if cfg.closeup > 0 else ""
-    say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views{close}")
+    closeup = cfg.closeup > 0
+    also = " and a close-up of each with a box" if closeup else ""
+    say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views{also}")
     size = info.input_size
     info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
-                                          cfg.batch_size, closeup=bool(close))
+                                          cfg.batch_size, closeup=closeup)
     info.heads = model.head_names
     say(f"evaluating on the {len(val_items)} validation pictures")
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, info.class_names)

@@ -126,14 +126,15 @@ def evaluate_items(
     progress: Callable[[int, int], None] | None = None,
     misclassified_dir: Path | None = None,
     layer: str | None = None,
-    cam_examples: int = CAM_EXAMPLES,
+    cam_examples: int = 0,
 ) -> EvalReport:
     """Predict (with Grad-CAM at `layer`) every item (class index into `class_names`, -1 for a
     picture without a side view) and score it; per style too when the items know their style.
 
     Labels are matched to the model's classes by name. Overlays of misclassified images go to
     `misclassified_dir` when given; the first `cam_examples` side views of each style and class
-    (in the items' order, right or wrong) are kept as `EvalReport.cam_examples`.
+    (in the items' order, right or wrong) are kept as `EvalReport.cam_examples` (a report's grid;
+    none by default).
     """
     items = [it if isinstance(it, Item) else Item(Path(it[0]), int(it[1]), view="side") for it in items]
     unknown = sorted(set(class_names) - set(predictor.class_names))
@@ -293,6 +294,7 @@ def evaluate_folder(
     report = evaluate_items(
         predictor, items, class_names, progress=progress, layer=layer,
         misclassified_dir=report_dir / "misclassified" if report_dir else None,
+        cam_examples=CAM_EXAMPLES if report_dir else 0,
     )
     if report_dir is not None:
         write_report(report, report_dir, predictor.class_names, predictor.info.history)

@@ -121,7 +121,8 @@ def test_the_report_shows_the_first_side_views_of_each_style_with_their_grad_cam
     side = [it for it in items if it.side_view]
     assert list(report.cam_examples) == sorted({it.style for it in side})  # no picture without a side view
     for style, shown in report.cam_examples.items():
-        first = [it for c in range(len(classes)) for it in [it for it in side if (it.style, it.label) == (style, c)][:2]]
+        first = [it for c in range(len(classes))
+                 for it in [it for it in side if (it.style, it.label) == (style, c)][:2]]
         assert len(shown) == len(first)
         for ex, item in zip(shown, first):
             row = rows[str(item.path)]
