@@ -63,3 +63,71 @@ def test_the_command_check_rejects_an_unknown_option():
     (command,) = _commands("    python -m posture evaluate --model m.safetensors \\\n        --data d --no-such-flag\n")
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(shlex.split(command)[3:])
+
+
+MODELS = ("resnet14", "resnet18")
+# The model card's summary table: row label (its start) -> how the row shows a checkpoint's test metrics.
+CARD_ROWS = {
+    "explained layer": lambda t: f"`{t['layer']}`",
+    "**test accuracy**": lambda t: f"**{t['accuracy']:.3f}**",
+    "test ROC-AUC": lambda t: f"{t['roc_auc']:.3f}",
+    "test ECE": lambda t: f"{t['ece']:.3f}",
+    "test confusion": lambda t: f"`{t['confusion']}`",
+    "CVA mean absolute error": lambda t: f"{t['cva_mae']:.2f} degrees ({t['cva_within_5']:.0%})",
+    'side views flagged "no side view"': lambda t: f"{t['side_view']['side_views_flagged']:.1%}",
+    "pictures without a side view flagged (of": lambda t: f"{t['side_view']['without_flagged']:.1%}",
+    "Grad-CAM mass inside": lambda t: f"{t['cam_mass_in_box']:.3f}",
+    "pointing game": lambda t: f"{t['pointing_game']:.3f}",
+}
+
+
+def _style_row(style: str, s: dict) -> str:
+    return (f"| {style} | {s['n']} | {s['accuracy']:.3f} | {s['ece']:.3f} | {s['cva_mae']:.2f} | "
+            f"{s['side_view']['side_views_flagged']:.3f} | {s['cam_mass_in_box']:.3f} | {s['pointing_game']:.3f} |")
+
+
+def card_mismatches(card: str, tests: dict[str, dict]) -> list[str]:
+    """Where the model card's summary and per-style tables differ from the test metrics recorded in
+    the checkpoints (`tests`: model name -> `read_info(...).metrics["test"]`)."""
+    problems = []
+    cells = {}
+    for line in card.splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        for label in CARD_ROWS:
+            if line.startswith("| ") and parts[0].startswith(label):
+                cells[label] = parts[1:]
+    for label, show in CARD_ROWS.items():
+        if label not in cells:
+            problems.append(f"no row {label!r}")
+            continue
+        for model, cell in zip(MODELS, cells[label]):
+            if not cell.startswith(show(tests[model])):
+                problems.append(f"{label} of {model}: the card says {cell!r}, the checkpoint {show(tests[model])!r}")
+    section = card.split("## Per style", 1)[-1].split("\n## ", 1)[0]
+    for model in MODELS:
+        table = section.split(f"\n{model}:\n", 1)[-1].strip().split("\n\n", 1)[0]
+        shown = {row.split("|")[1].strip(): row for row in table.splitlines()[2:]}
+        for style, s in tests[model]["by_style"].items():
+            if shown.get(style) != _style_row(style, s):
+                problems.append(f"{model}, {style}: the card says {shown.get(style)!r}, the checkpoint {_style_row(style, s)!r}")
+    return problems
+
+
+def _recorded_tests() -> dict[str, dict]:
+    from posture.checkpoints import read_info
+    return {m: read_info(ROOT / "checkpoints" / f"{m}.safetensors").metrics["test"] for m in MODELS}
+
+
+def test_the_model_cards_test_figures_are_the_ones_the_bundled_checkpoints_record():
+    assert card_mismatches((ROOT / "checkpoints/README.md").read_text(encoding="utf-8"), _recorded_tests()) == []
+
+
+def test_the_figure_check_sees_a_stale_figure():
+    tests = _recorded_tests()
+    tests["resnet18"] = {**tests["resnet18"], "accuracy": tests["resnet18"]["accuracy"] - 0.01}
+    style = next(iter(tests["resnet14"]["by_style"]))
+    tests["resnet14"]["by_style"] = {**tests["resnet14"]["by_style"],
+                                     style: {**tests["resnet14"]["by_style"][style], "n": 1}}
+    problems = card_mismatches((ROOT / "checkpoints/README.md").read_text(encoding="utf-8"), tests)
+    assert len(problems) == 2
+    assert problems[0].startswith("**test accuracy** of resnet18") and problems[1].startswith(f"resnet14, {style}")
