@@ -86,23 +86,39 @@ def _style_row(style: str, s: dict) -> str:
             f"{s['side_view']['side_views_flagged']:.3f} | {s['cam_mass_in_box']:.3f} | {s['pointing_game']:.3f} |")
 
 
-def card_mismatches(card: str, tests: dict[str, dict]) -> list[str]:
-    """Where the model card's summary and per-style tables differ from the test metrics recorded in
-    the checkpoints (`tests`: model name -> `read_info(...).metrics["test"]`)."""
-    problems = []
-    cells = {}
-    for line in card.splitlines():
+README_ROWS = {  # the README's table of the bundled models, shown rounded
+    "accuracy on 5,600 side views": lambda t: f"{t['accuracy']:.1%} ({t['ece']:.3f})",
+    "CVA mean absolute error": lambda t: f"{t['cva_mae']:.1f} degrees",
+    "side views wrongly flagged": lambda t: (f"{t['side_view']['side_views_flagged']:.1%} "
+                                             f"({max(s['side_view']['side_views_flagged'] for s in t['by_style'].values()):.1%})"),
+    "pictures without a side view flagged (1,400": lambda t: f"{t['side_view']['without_flagged']:.1%} / ",
+    "Grad-CAM mass in the head-and-neck box": lambda t: f"{t['cam_mass_in_box']:.2f}, {t['pointing_game']:.2f} (`{t['layer']}`)",
+}
+
+
+def table_mismatches(doc: str, rows: dict, tests: dict[str, dict]) -> list[str]:
+    """Where a document's table rows (label start -> how a row shows a checkpoint's test metrics,
+    one column per model in `MODELS` order) differ from the metrics recorded in the checkpoints
+    (`tests`: model name -> `read_info(...).metrics["test"]`)."""
+    problems, cells = [], {}
+    for line in doc.splitlines():
         parts = [c.strip() for c in line.strip().strip("|").split("|")]
-        for label in CARD_ROWS:
+        for label in rows:
             if line.startswith("| ") and parts[0].startswith(label):
                 cells[label] = parts[1:]
-    for label, show in CARD_ROWS.items():
+    for label, show in rows.items():
         if label not in cells:
             problems.append(f"no row {label!r}")
             continue
         for model, cell in zip(MODELS, cells[label]):
             if not cell.startswith(show(tests[model])):
-                problems.append(f"{label} of {model}: the card says {cell!r}, the checkpoint {show(tests[model])!r}")
+                problems.append(f"{label} of {model}: the document says {cell!r}, the checkpoint {show(tests[model])!r}")
+    return problems
+
+
+def card_mismatches(card: str, tests: dict[str, dict]) -> list[str]:
+    """Where the model card's summary and per-style tables differ from the checkpoints' test metrics."""
+    problems = table_mismatches(card, CARD_ROWS, tests)
     section = card.split("## Per style", 1)[-1].split("\n## ", 1)[0]
     for model in MODELS:
         table = section.split(f"\n{model}:\n", 1)[-1].strip().split("\n\n", 1)[0]
@@ -122,6 +138,10 @@ def test_the_model_cards_test_figures_are_the_ones_the_bundled_checkpoints_recor
     assert card_mismatches((ROOT / "checkpoints/README.md").read_text(encoding="utf-8"), _recorded_tests()) == []
 
 
+def test_the_readmes_figures_of_the_bundled_models_are_the_ones_their_checkpoints_record():
+    assert table_mismatches((ROOT / "README.md").read_text(encoding="utf-8"), README_ROWS, _recorded_tests()) == []
+
+
 def test_the_figure_check_sees_a_stale_figure():
     tests = _recorded_tests()
     tests["resnet18"] = {**tests["resnet18"], "accuracy": tests["resnet18"]["accuracy"] - 0.01}
@@ -131,3 +151,5 @@ def test_the_figure_check_sees_a_stale_figure():
     problems = card_mismatches((ROOT / "checkpoints/README.md").read_text(encoding="utf-8"), tests)
     assert len(problems) == 2
     assert problems[0].startswith("**test accuracy** of resnet18") and problems[1].startswith(f"resnet14, {style}")
+    readme = table_mismatches((ROOT / "README.md").read_text(encoding="utf-8"), README_ROWS, tests)
+    assert [p.split(":")[0] for p in readme] == ["accuracy on 5,600 side views of resnet18"]
