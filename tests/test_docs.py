@@ -81,11 +81,6 @@ CARD_ROWS = {
 }
 
 
-def _style_row(style: str, s: dict) -> str:
-    return (f"| {style} | {s['n']} | {s['accuracy']:.3f} | {s['ece']:.3f} | {s['cva_mae']:.2f} | "
-            f"{s['side_view']['side_views_flagged']:.3f} | {s['cam_mass_in_box']:.3f} | {s['pointing_game']:.3f} |")
-
-
 README_ROWS = {  # the README's table of the bundled models, shown rounded
     "accuracy on 5,600 side views": lambda t: f"{t['accuracy']:.1%} ({t['ece']:.3f})",
     "CVA mean absolute error": lambda t: f"{t['cva_mae']:.1f} degrees",
@@ -102,9 +97,11 @@ def table_mismatches(doc: str, rows: dict, tests: dict[str, dict]) -> list[str]:
     (`tests`: model name -> `read_info(...).metrics["test"]`)."""
     problems, cells = [], {}
     for line in doc.splitlines():
+        if not line.startswith("| "):
+            continue
         parts = [c.strip() for c in line.strip().strip("|").split("|")]
         for label in rows:
-            if line.startswith("| ") and parts[0].startswith(label):
+            if parts[0].startswith(label):
                 cells[label] = parts[1:]
     for label, show in rows.items():
         if label not in cells:
@@ -114,6 +111,12 @@ def table_mismatches(doc: str, rows: dict, tests: dict[str, dict]) -> list[str]:
             if not cell.startswith(show(tests[model])):
                 problems.append(f"{label} of {model}: the document says {cell!r}, the checkpoint {show(tests[model])!r}")
     return problems
+
+
+def _style_row(style: str, s: dict) -> str:
+    """A row of the model card's per-style table, as a style's recorded metrics show it."""
+    return (f"| {style} | {s['n']} | {s['accuracy']:.3f} | {s['ece']:.3f} | {s['cva_mae']:.2f} | "
+            f"{s['side_view']['side_views_flagged']:.3f} | {s['cam_mass_in_box']:.3f} | {s['pointing_game']:.3f} |")
 
 
 def card_mismatches(card: str, tests: dict[str, dict]) -> list[str]:
