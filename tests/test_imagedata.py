@@ -227,3 +227,24 @@ def test_a_closeup_needs_a_box_so_pictures_without_one_are_left_alone(tmp_path):
     for epoch in range(5):
         ds.epoch = epoch
         torch.testing.assert_close(ds[0][0], ImageDataset([plain], 64)[0][0])
+
+
+def test_training_cuts_closeups_of_frontal_and_back_views_from_a_synth_folder(tmp_path):
+    """A synth folder's frontal and back views carry their head box into training, so `closeup`
+    shows them as head-and-shoulders close-ups too: negatives for the side-view head."""
+    from posture.evaluate import folder_items
+    from posture.synth import SynthConfig, generate_dataset
+
+    generate_dataset(tmp_path, 40, seed=4, config=SynthConfig(size_range=(64, 96), negatives=0.5), workers=1)
+    items, _ = folder_items(tmp_path)
+    people = [it for it in items if it.view in ("frontal", "back")]
+    others = [it for it in items if not it.side_view and it.view not in ("frontal", "back", "empty")]
+    assert people and others
+    assert all(it.has_box and not it.side_view for it in people) and not any(it.has_box for it in others)
+    plain = ImageDataset(people, 64)
+    close = ImageDataset(people, 64, augment=Augment(**ONLY_THE_OPTION, closeup=1.0), seed=0)
+    cut = [not torch.equal(close[i][0], plain[i][0]) for i in range(len(people))]
+    assert np.mean(cut) > 0.5  # every one whose box is not already close-up sized
+    image, targets = close[cut.index(True)]
+    x0, y0, x1, y1 = targets["box"].tolist()
+    assert CLOSEUP_SHARE[0] - 0.01 <= max(x1 - x0, y1 - y0) <= CLOSEUP_SHARE[1] + 0.01 and int(targets["label"]) == -1

@@ -30,6 +30,7 @@ from posture.synth import (
     synth_main,
 )
 from posture.synth.camera import decode_jpeg
+from posture.synth.dataset import csv_row
 from posture.synth.canvas import Group
 from posture.synth.styles import STYLE_SPECS, apply_brush
 
@@ -150,9 +151,10 @@ def test_csv_matches_the_files_and_boxes_hold_c7_and_tragus(tmp_path: Path) -> N
     assert [r["label"] for r in rows].count("normal") == [r["label"] for r in rows].count("turtle_neck") == 16
     without = [r for r in rows if r["side_view"] == "0"]
     assert len(without) == 8  # 4 of every 20
-    for r in without:  # no class, no angle, no points: only what the picture is
+    for r in without:  # no class, no angle, no points: only what the picture is (and where a head is)
         assert r["file"].startswith(NO_SIDE_VIEW + "/") and r["view"] in NEGATIVE_KINDS
-        assert r["label"] == r["cva_deg"] == r["box_x0"] == r["c7_x"] == ""
+        assert r["label"] == r["cva_deg"] == r["c7_x"] == ""
+        assert (r["box_x0"] != "") == (r["view"] in ("frontal", "back", "empty"))
     rows = [r for r in rows if r["side_view"] == "1"]
     for r in rows:
         assert r["file"].split("/")[0] == r["label"] and r["view"] == "side" and r["style"] in STYLES
@@ -265,3 +267,37 @@ def test_clean_config_renders_plain_pictures() -> None:
     image, info = render_sample(np.random.default_rng(1), 60.0, SynthConfig(size_range=(64, 80), nuisance=0.0),
                                 style="flat")
     assert info.scene in ("solid", "gradient") and image.size == (info.width, info.height)
+
+
+@pytest.mark.parametrize("style", ["flat", "webcam", "lowres"])
+def test_frontal_and_back_views_record_the_box_around_the_drawn_head(monkeypatch: pytest.MonkeyPatch, style: str) -> None:
+    """The box a frontal or back view records (for training close-ups) lies where its head was
+    drawn, in the finished picture's pixels, also after a camera that shrinks the picture."""
+    from posture.synth import negatives
+    from posture.synth.canvas import ellipse_points
+    from posture.synth.views import HEAD_CENTRE, HEAD_RX, HEAD_RY
+
+    def red_head(painter, person, view, arms_up):  # type: ignore[no-untyped-def]
+        painter.polygon(ellipse_points(HEAD_CENTRE, HEAD_RX, HEAD_RY, n=40), (255, 0, 0))
+
+    monkeypatch.setattr(negatives, "draw_front_or_back", red_head)
+    for seed in range(4):
+        kind = ("frontal", "back")[seed % 2]
+        image, info = render_negative(np.random.default_rng(seed), kind, SynthConfig(size_range=(96, 160)), style)
+        arr = np.asarray(image).astype(int)
+        red = arr[:, :, 0] - arr[:, :, 1:].max(axis=2) > 120
+        ys, xs = np.nonzero(red)
+        assert len(xs) > 4, (style, seed)
+        x0, y0, x1, y1 = info.head_box
+        assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+        inside = (xs >= x0 - 1) & (xs <= x1) & (ys >= y0 - 1) & (ys <= y1)
+        assert inside.mean() > 0.95, (style, seed, info.head_box, (xs.min(), ys.min(), xs.max(), ys.max()))
+        assert (x1 - x0) < 2.0 * (xs.max() - xs.min() + 1)  # around the head, not the whole picture
+
+
+def test_only_views_of_a_person_or_a_room_record_a_box_in_labels_csv() -> None:
+    for kind in NEGATIVE_KINDS:
+        row = csv_row(render_negative(np.random.default_rng(1), kind, TINY)[1])
+        has_box = all(row[k] != "" for k in ("box_x0", "box_y0", "box_x1", "box_y1"))
+        assert has_box == (kind in ("frontal", "back", "empty")), kind
+        assert row["label"] == "" and row["cva_deg"] == "" and row["side_view"] == "0"

@@ -91,7 +91,8 @@ class SampleInfo:
     facing: str  # "left" | "right": the direction the face points in the image
     c7: tuple[float, float]
     tragus: tuple[float, float]
-    head_box: tuple[int, int, int, int]  # x0, y0, x1, y1 around the head and the whole neck band
+    head_box: tuple[int, int, int, int]  # x0, y0, x1, y1 around the head and the whole neck band (frontal and
+    # back views: head and neck; an empty room: where a head would be; other pictures without a side view: zeros)
     width: int
     height: int
     image_cva_deg: float = 0.0

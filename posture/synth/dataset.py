@@ -90,7 +90,8 @@ _SIDE_ONLY = ("label", "cva_deg", "facing", "box_x0", "box_y0", "box_x1", "box_y
 
 def csv_row(info: SampleInfo) -> dict[str, str]:
     """Return the labels.csv row of a sample with fixed number formatting (side-view fields empty
-    for pictures without a side view)."""
+    for pictures without a side view, but for the head-and-neck box of a frontal or back view or an
+    empty room, from which training cuts close-ups)."""
     x0, y0, x1, y1 = info.head_box
     values = {
         "file": relative_path(info), "label": info.label, "cva_deg": f"{info.cva_deg:.3f}",
@@ -106,6 +107,8 @@ def csv_row(info: SampleInfo) -> dict[str, str]:
     row = {k: str(v) for k, v in values.items()}
     if not info.side_view:
         row.update(dict.fromkeys(_SIDE_ONLY, ""))
+        if x1 > x0 and y1 > y0:  # a person from the front or back, or an empty room: where the head is or would be
+            row.update(box_x0=str(x0), box_y0=str(y0), box_x1=str(x1), box_y1=str(y1))
     return row
 
 

@@ -32,8 +32,11 @@ def _vivid(rng: np.random.Generator) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _scene(rng: np.random.Generator, kind: str, config: SynthConfig, spec: Style, size: tuple[int, int]) -> tuple[Image.Image, str]:
-    """A person from the front or back, or a room without anybody, drawn in `spec`'s style."""
+def _scene(rng: np.random.Generator, kind: str, config: SynthConfig, spec: Style,
+           size: tuple[int, int]) -> tuple[Image.Image, str, np.ndarray]:
+    """A person from the front or back, or a room without anybody, drawn in `spec`'s style; also
+    the corners (x0, y0), (x1, y1) in the picture's pixels of the head-and-neck box (for an empty
+    room: where a head would be), from which a training close-up of the picture is cut."""
     width, height = size
     ss = config.supersample
     person = sample_person(rng, 45.0, config)  # the angle is never drawn in these views
@@ -46,18 +49,21 @@ def _scene(rng: np.random.Generator, kind: str, config: SynthConfig, spec: Style
     scene = paint_backdrop(canvas, rng, spec.backdrop, roll, config.nuisance, None, person.look.skin, parts)
     unit = Frame(1.0, 1 if rng.random() < 0.5 else -1, roll, (0.0, 0.0))
     if kind == "empty":  # the furniture and devices of a side view, nobody in them
-        frame = _place(rng, unit, np.array([(-0.6, -1.6), (0.8, 0.4)]), canvas.size, fraction, closeup)
+        framed = np.array([(-0.6, -1.6), (0.8, 0.4)])
+        frame = _place(rng, unit, framed, canvas.size, fraction, closeup)
         painter = Painter(canvas, frame, parts)
         with painter.group(Group.PROPS):
             draw_behind(painter, setup, person)
             draw_in_front(painter, setup)
     else:
-        frame = _place(rng, unit, outline_points(person), canvas.size, fraction, closeup)
+        framed = outline_points(person)
+        frame = _place(rng, unit, framed, canvas.size, fraction, closeup)
         painter = Painter(canvas, frame, parts)
         with painter.group(Group.PERSON):
             draw_front_or_back(painter, person, kind, arms_up=bool(rng.random() < 0.2))
     image = apply_brush(canvas, parts.array(), spec, rng, ss * min(width, height) / 200.0, ss)
-    return image, scene
+    corners = frame.apply(framed) / ss
+    return image, scene, np.array([corners.min(axis=0), corners.max(axis=0)])
 
 
 def _landscape(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -127,9 +133,9 @@ def render_negative(
         raise ValueError(f"unknown negative kind {kind!r}; choose one of {', '.join(KINDS)}")
     spec = STYLE_SPECS[style] if style is not None else pick_style(rng, config)
     size = sample_image_size(rng, config)
-    scene = kind
+    scene, box = kind, (0, 0, 0, 0)
     if kind in ("frontal", "back", "empty"):
-        image, scene = _scene(rng, kind, config, spec, size)
+        image, scene, corners = _scene(rng, kind, config, spec, size)
     elif kind == "landscape":
         image = _landscape(rng, size)
     elif kind == "objects":
@@ -144,12 +150,15 @@ def render_negative(
     quality_range = None
     if kind in ("frontal", "back", "empty"):
         image, quality_range = apply_style_camera(image, rng, spec.camera, config.nuisance)
+        corners = corners * (image.width / size[0])  # the camera may have shrunk the picture
+        (x0, y0), (x1, y1) = np.floor(corners[0]), np.ceil(corners[1])
+        box = (int(max(0, x0)), int(max(0, y0)), int(min(image.width, x1)), int(min(image.height, y1)))
     elif min(image.size) >= 8:
         image = apply_camera(image, rng, config.nuisance * float(rng.uniform(0.0, 1.0)))
     lo, hi = quality_range or config.jpeg_quality
     info = SampleInfo(
         cva_deg=math.nan, label="", facing="", c7=(math.nan, math.nan), tragus=(math.nan, math.nan),
-        head_box=(0, 0, 0, 0), width=image.width, height=image.height, image_cva_deg=math.nan,
+        head_box=box, width=image.width, height=image.height, image_cva_deg=math.nan,
         scene=scene, jpeg_quality=int(rng.integers(lo, hi + 1)), view=kind,
         style=spec.name if kind in ("frontal", "back", "empty") else "",
     )  # fmt: skip
