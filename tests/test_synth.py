@@ -30,8 +30,8 @@ from posture.synth import (
     synth_main,
 )
 from posture.synth.camera import decode_jpeg
-from posture.synth.dataset import csv_row
 from posture.synth.canvas import Group
+from posture.synth.dataset import csv_row
 from posture.synth.styles import STYLE_SPECS, apply_brush
 
 TINY = SynthConfig(size_range=(64, 96))

@@ -16,7 +16,7 @@ from posture.synth.canvas import Frame, Group, Painter, Parts, ellipse_points
 from posture.synth.config import NEGATIVE_KINDS, SampleInfo, SynthConfig
 from posture.synth.person import sample_person
 from posture.synth.props import draw_behind, draw_in_front, sample_setup
-from posture.synth.render import CLOSEUP_FRACTION, _place, pick_style, sample_image_size
+from posture.synth.render import CLOSEUP_FRACTION, _place, pick_style, pixel_box, sample_image_size
 from posture.synth.scene import paint_backdrop, random_wall_color
 from posture.synth.styles import STYLE_SPECS, Style, apply_brush, fractal_noise
 from posture.synth.views import draw_front_or_back, outline_points
@@ -35,8 +35,8 @@ def _vivid(rng: np.random.Generator) -> tuple[int, int, int]:
 def _scene(rng: np.random.Generator, kind: str, config: SynthConfig, spec: Style,
            size: tuple[int, int]) -> tuple[Image.Image, str, np.ndarray]:
     """A person from the front or back, or a room without anybody, drawn in `spec`'s style; also
-    the corners (x0, y0), (x1, y1) in the picture's pixels of the head-and-neck box (for an empty
-    room: where a head would be), from which a training close-up of the picture is cut."""
+    the outline of the head and neck in the picture's pixels (for an empty room: where a head would
+    be), around which a training close-up of the picture is cut."""
     width, height = size
     ss = config.supersample
     person = sample_person(rng, 45.0, config)  # the angle is never drawn in these views
@@ -62,8 +62,7 @@ def _scene(rng: np.random.Generator, kind: str, config: SynthConfig, spec: Style
         with painter.group(Group.PERSON):
             draw_front_or_back(painter, person, kind, arms_up=bool(rng.random() < 0.2))
     image = apply_brush(canvas, parts.array(), spec, rng, ss * min(width, height) / 200.0, ss)
-    corners = frame.apply(framed) / ss
-    return image, scene, np.array([corners.min(axis=0), corners.max(axis=0)])
+    return image, scene, frame.apply(framed) / ss
 
 
 def _landscape(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -135,7 +134,7 @@ def render_negative(
     size = sample_image_size(rng, config)
     scene, box = kind, (0, 0, 0, 0)
     if kind in ("frontal", "back", "empty"):
-        image, scene, corners = _scene(rng, kind, config, spec, size)
+        image, scene, outline = _scene(rng, kind, config, spec, size)
     elif kind == "landscape":
         image = _landscape(rng, size)
     elif kind == "objects":
@@ -150,9 +149,7 @@ def render_negative(
     quality_range = None
     if kind in ("frontal", "back", "empty"):
         image, quality_range = apply_style_camera(image, rng, spec.camera, config.nuisance)
-        corners = corners * (image.width / size[0])  # the camera may have shrunk the picture
-        (x0, y0), (x1, y1) = np.floor(corners[0]), np.ceil(corners[1])
-        box = (int(max(0, x0)), int(max(0, y0)), int(min(image.width, x1)), int(min(image.height, y1)))
+        box = pixel_box(outline * (image.width / size[0]), image.size)  # the camera may have shrunk the picture
     elif min(image.size) >= 8:
         image = apply_camera(image, rng, config.nuisance * float(rng.uniform(0.0, 1.0)))
     lo, hi = quality_range or config.jpeg_quality

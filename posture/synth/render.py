@@ -57,6 +57,12 @@ def _place(rng: np.random.Generator, frame: Frame, pts: np.ndarray, size: tuple[
     return Frame(scale, frame.facing, frame.roll_deg, (float(origin[0]), float(origin[1])), frame.squash)
 
 
+def pixel_box(points: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The whole-pixel box (x0, y0, x1, y1) around `points` (N, 2), clipped to a picture of `size`."""
+    (x0, y0), (x1, y1) = np.floor(points.min(axis=0)), np.ceil(points.max(axis=0))
+    return int(max(0, x0)), int(max(0, y0)), int(min(size[0], x1)), int(min(size[1], y1))
+
+
 def render_sample(
     rng: np.random.Generator, cva_deg: float, config: SynthConfig = SynthConfig(), style: str | None = None
 ) -> tuple[Image.Image, SampleInfo]:
@@ -102,17 +108,15 @@ def render_sample(
     c7, tragus = frame.apply(np.array([(0.0, 0.0), tragus_point(person)])) / ss * k
     # The reported box holds the whole neck band, down to where its front meets the chest. Framing
     # above uses head_neck_points (head and the neck's back edge) alone.
-    box = frame.apply(np.concatenate([head_pts, neck_polygon(person)])) / ss * k
+    box = pixel_box(frame.apply(np.concatenate([head_pts, neck_polygon(person)])) / ss * k, image.size)
     w, h = image.size
-    x0, y0 = (int(max(0, math.floor(v))) for v in box.min(axis=0))
-    x1, y1 = int(min(w, math.ceil(box[:, 0].max()))), int(min(h, math.ceil(box[:, 1].max())))
     info = SampleInfo(
         cva_deg=float(cva_deg),
         label=label_for_cva(cva_deg, config),
         facing=facing,
         c7=(float(c7[0]), float(c7[1])),
         tragus=(float(tragus[0]), float(tragus[1])),
-        head_box=(x0, y0, x1, y1),
+        head_box=box,
         width=w,
         height=h,
         image_cva_deg=cva_from_points(tuple(c7), tuple(tragus), facing),
