@@ -62,13 +62,15 @@ def models_in(client: Client) -> list[str]:
     return [r["name"] for r in records]
 
 
-def start_long_job(url: str, archive: Path):
-    """Another visitor's long training run, going once its first epoch is reported."""
+def start_long_job(url: str, archive: Path, epoch_done: bool = False):
+    """Another visitor's long training run, going once its first epoch is reported (with
+    `epoch_done`, once an epoch has finished, so a cancelled run has a model to keep)."""
     other = Client(url, verbose=False)
     other.predict(handle_file(str(archive)), api_name="/check_zip")
     job = other.submit(*LONG, api_name="/train")
     deadline = time.monotonic() + 120
-    while not any("Epoch 1/30" in str(o[0]) or "Epoch 2/30" in str(o[0]) for o in job.outputs()):
+    going = (lambda text: " · loss " in text) if epoch_done else (lambda text: "Epoch 1/30" in text or "Epoch 2/30" in text)
+    while not any(going(str(o[0])) for o in job.outputs()):
         assert time.monotonic() < deadline and not job.done(), job.outputs()
         time.sleep(0.1)
     return other, job
@@ -177,7 +179,7 @@ def test_a_removed_upload_is_no_longer_trained_on(app, data_zip):
 
 
 def test_cancel_keeps_nothing_unless_asked_and_one_training_job_runs_at_a_time(app, long_zip, data_zip):
-    first, job = start_long_job(app.url, long_zip)
+    first, job = start_long_job(app.url, long_zip, epoch_done=True)
     second = Client(app.url, verbose=False)
     second.predict(handle_file(str(data_zip)), api_name="/check_zip")
     queued = second.submit(*QUICK, api_name="/train")
