@@ -21,7 +21,7 @@ from posture.backends import EXPORT_GUARD
 from posture.checkpoints import ModelInfo, load_checkpoint, save_checkpoint
 from posture.errors import DatasetError, UsageError
 from posture.fit import extract_features
-from posture.imagedata import Augment, ImageDataset
+from posture.imagedata import LEGACY_CLOSEUP_LARGEST, Augment, ImageDataset
 from posture.models import PostureNet
 
 __all__ = ["calibrate_", "fit_gate_", "refit_gate"]
@@ -75,7 +75,8 @@ CLOSEUP_SEED = 7  # the gate's close-up views are the same on every fit
 
 
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
-              workers: int = 0, device: torch.device | str | None = None, closeup: bool = False) -> dict[str, Any]:
+              workers: int = 0, device: torch.device | str | None = None,
+              closeup: float | None = None) -> dict[str, Any]:
     """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
     its threshold on the validation side views'; returns what was fitted (for the checkpoint).
     The features are computed on `device` (default: where the model is), the gate fitted on the CPU;
@@ -83,19 +84,20 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
 
     When every training side view has a style (labels.csv's column) and each style has at least
     `MIN_GROUP` of them, each style is a group with its own means and covariance; otherwise one group.
-    With `closeup` (a model trained with `--closeup`), every side view with a head-and-neck box is
-    also seen once as a close-up (`posture.imagedata.closeup_crop`), in its style's group, for the
-    fit and for the threshold: the gate then knows the close-ups the model was trained on."""
+    With `closeup` (a model trained with `--closeup`: its close-ups' largest box share), every side
+    view with a head-and-neck box is also seen once as a close-up (`posture.imagedata.closeup_crop`),
+    in its style's group, for the fit and for the threshold: the gate then knows the close-ups the
+    model was trained on."""
     def side_views(ds: ImageDataset, close: bool) -> ImageDataset:
         keep = [i for i, it in enumerate(ds.items) if it.side_view and (not close or it.has_box)]
         view = ds.subset(keep)
-        view.augment = replace(Augment.none(), closeup=1.0) if close else None
+        view.augment = replace(Augment.none(), closeup=1.0, closeup_largest=closeup) if close else None
         if close:
             view.seed, view.epoch = CLOSEUP_SEED, 0
         return view
 
     fit_on, held = [side_views(train_ds, False)], [side_views(val_ds, False)]
-    if closeup and any(it.has_box for it in fit_on[0].items) and any(it.has_box for it in held[0].items):
+    if closeup is not None and any(it.has_box for it in fit_on[0].items) and any(it.has_box for it in held[0].items):
         fit_on.append(side_views(train_ds, True))
         held.append(side_views(val_ds, True))
     home = next(model.parameters()).device
@@ -135,7 +137,8 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
     if "side_view" not in model.heads:
         raise UsageError(f"{checkpoint} has no side-view head, so it has no gate to fit")
     known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in info.train_config.items() if k in known})
+    cfg = TrainConfig(**{"closeup_largest": LEGACY_CLOSEUP_LARGEST,  # what models from before the setting used
+                         **{k: v for k, v in info.train_config.items() if k in known}})
     scan = scan_dataset(data, UploadLimits.local())
     if list(scan.class_names) != info.class_names:
         raise DatasetError(f"{data} has classes {list(scan.class_names)}; {checkpoint} knows {info.class_names}")
@@ -144,8 +147,8 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
         raise DatasetError(f"{data} needs side views in both its training and its validation split")
     if "gate" in model.heads:
         del model.heads["gate"]
-    closeup = cfg.closeup > 0
-    also = " and a close-up of each with a box" if closeup else ""
+    closeup = cfg.closeup_largest if cfg.closeup > 0 else None
+    also = " and a close-up of each with a box" if closeup is not None else ""
     say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views{also}")
     size = info.input_size
     info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),

@@ -88,6 +88,13 @@ def square_box(box: Box, width: float, height: float) -> Box:
     return (x0 + box[0] * cw, y0 + box[1] * ch, x0 + box[2] * cw, y0 + box[3] * ch)
 
 
+# The head-and-neck box's longer side, as a share of a close-up's side: from a head and shoulders
+# at desk distance to a face that all but fills a webcam's frame. Models trained before the upper
+# end was a setting used 0.75 (`LEGACY_CLOSEUP_LARGEST`).
+CLOSEUP_SHARE = (0.45, 0.95)
+LEGACY_CLOSEUP_LARGEST = 0.75
+
+
 @dataclass(frozen=True)
 class Augment:
     """Strengths of the training augmentation; `Augment.none()` turns it off."""
@@ -103,10 +110,11 @@ class Augment:
     degrade: float = 0.0  # probability of a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability of a change of drawing style (`restyle_image`)
     closeup: float = 0.0  # probability of a head-and-shoulders close-up (`closeup_crop`; pictures with a box)
+    closeup_largest: float = CLOSEUP_SHARE[1]  # a close-up's largest box share (`closeup_crop`)
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(**{f.name: 0.0 for f in fields(cls)})
+        return cls(**{f.name: 0.0 for f in fields(cls) if f.name != "closeup_largest"})
 
     @property
     def active(self) -> bool:
@@ -117,7 +125,7 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box:
     """Apply `aug` to a letterboxed square with parameters drawn from `rng`; move `box` (fractions
     of the square) with it."""
     if aug.closeup and box is not None and rng.random() < aug.closeup:
-        img, box = closeup_crop(img, box, rng)
+        img, box = closeup_crop(img, box, rng, aug.closeup_largest)
     if rng.random() < aug.flip:
         img = TF.horizontal_flip(img)
         if box is not None:
@@ -176,21 +184,21 @@ def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = N
     raise ValueError(f"unknown restyle op {op!r}; choose from {', '.join(RESTYLE_OPS)}")
 
 
-CLOSEUP_SHARE = (0.45, 0.75)  # the head-and-neck box's longer side, as a share of a close-up's side
 
 
-def closeup_crop(img: Image.Image, box: Box, rng: np.random.Generator) -> tuple[Image.Image, Box]:
+def closeup_crop(img: Image.Image, box: Box, rng: np.random.Generator,
+                 largest: float = CLOSEUP_SHARE[1]) -> tuple[Image.Image, Box]:
     """The same picture as a head-and-shoulders close-up: a square crop around the head-and-neck
     `box` (fractions of the square picture), scaled back to the picture's size, in which the box's
-    longer side is 45-75% of the side (as in a webcam close-up at desk distance). The box lies
-    wholly inside the crop, so the head and neck are never cut; a box that is already that large
-    leaves the picture as it is. Returns the picture and the box in the crop's fractions."""
+    longer side is 45% to `largest` of the side (as in a webcam close-up at desk distance). The box
+    lies wholly inside the crop, so the head and neck are never cut; a box that is already that
+    large leaves the picture as it is. Returns the picture and the box in the crop's fractions."""
     n = img.width
     if img.height != n:
         raise ValueError(f"a close-up is cut from a letterboxed square, not {img.width}x{img.height}")
     x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) * n for v in box)
     longer = max(x1 - x0, y1 - y0)
-    side = longer / rng.uniform(*CLOSEUP_SHARE)
+    side = longer / rng.uniform(CLOSEUP_SHARE[0], max(largest, CLOSEUP_SHARE[0]))
     if longer <= 0 or side >= 0.95 * n:
         return img, box
     # anywhere the box stays inside both the crop and the picture

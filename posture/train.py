@@ -28,7 +28,7 @@ from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_spl
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
 from posture.fit import CAM_MAPS, EpochLoop, LossWeights, ProgressFn, TrainEvent, fit_full, fit_head
-from posture.imagedata import Augment, ImageDataset, Item, annotate
+from posture.imagedata import CLOSEUP_SHARE, Augment, ImageDataset, Item, annotate
 from posture.labels import read_annotations
 from posture.models import AUX_HEADS, PostureNet, arch_config, build_model, freeze_backbone, reset_classifier
 from posture.predict import Predictor
@@ -61,6 +61,7 @@ class TrainConfig:
     degrade: float = 0.0  # probability that a training picture is seen as a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability that a training picture is seen drawn otherwise (`restyle_image`)
     closeup: float = 0.0  # probability that a training picture is seen as a head-and-shoulders close-up (`closeup_crop`)
+    closeup_largest: float = CLOSEUP_SHARE[1]  # a close-up's largest head-and-neck box, as a share of its side
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
     cache_features: bool = True  # frozen path: train the heads on cached features
     workers: int = 1  # image decoding processes beside training (0: decode in this process)
@@ -81,7 +82,8 @@ class TrainConfig:
         """The training augmentation this run asks for."""
         if not self.augment:
             return Augment.none()
-        return Augment(degrade=self.degrade, restyle=self.restyle, closeup=self.closeup)
+        return Augment(degrade=self.degrade, restyle=self.restyle, closeup=self.closeup,
+                       closeup_largest=self.closeup_largest)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default; UsageError for impossible settings."""
@@ -102,6 +104,8 @@ class TrainConfig:
         for name in ("degrade", "restyle", "closeup"):
             if not 0.0 <= getattr(cfg, name) <= 1.0:
                 raise UsageError(f"{name} is a probability in [0, 1], got {getattr(cfg, name)}")
+        if not CLOSEUP_SHARE[0] <= cfg.closeup_largest <= 1.0:
+            raise UsageError(f"a close-up's largest box share lies in [{CLOSEUP_SHARE[0]}, 1], got {cfg.closeup_largest}")
         if not 16 <= cfg.img_size <= 1024:
             raise UsageError(f"image size {cfg.img_size} must lie within 16..1024 px")
         if cfg.precision not in PRECISIONS:
@@ -290,7 +294,7 @@ def train(
     if cfg.gate and "side_view" in model.heads:
         emit(TrainEvent("phase", epochs=cfg.epochs, message="fitting the side-view flag's familiarity gate"))
         info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers, device,
-                                              closeup=cfg.closeup > 0)
+                                              closeup=cfg.closeup_largest if cfg.closeup > 0 else None)
         info.heads = model.head_names
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names,

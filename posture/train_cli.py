@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from posture.fit import CAM_MAPS, LossWeights, TrainEvent
+from posture.imagedata import CLOSEUP_SHARE
 from posture.models import list_models
 
 __all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_serving_arguments", "add_train_arguments",
@@ -54,6 +55,9 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
     p.add_argument("--closeup", type=float, default=0.0, metavar="P",
                    help="probability of seeing a training picture as a head-and-shoulders close-up: a crop around "
                         "labels.csv's head-and-neck box, the box whole (default: 0)")
+    p.add_argument("--closeup-largest", type=float, default=CLOSEUP_SHARE[1], metavar="SHARE",
+                   help="a close-up's largest head-and-neck box, as a share of its side; close-ups range "
+                        f"from {CLOSEUP_SHARE[0]} to this (default: {CLOSEUP_SHARE[1]})")
     p.add_argument("--feature-views", type=int, default=0, help="frozen path: augmented views to cache")
     p.add_argument("--storage", default="float32", choices=["float32", "float16"],
                    help="dtype of the saved weights (float16 halves the file)")
@@ -92,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split, seed=args.seed,
         patience=args.patience, degrade=args.degrade, restyle=args.restyle, closeup=args.closeup,
+        closeup_largest=args.closeup_largest,
         feature_views=args.feature_views,
         storage_dtype=args.storage,
         exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer,

@@ -205,7 +205,8 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     generate_dataset(tmp_path / "test", 20, seed=2, config=config, workers=1)
     r = run_cli("heldout", "--data", tmp_path / "train", "--test", tmp_path / "test", "--arch", "resnet14",
                 "--init", "scratch", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
-                "--groups", "each", "--degrade", "0.5", "--restyle", "0.4", "--closeup", "0.2", "--out", tmp_path / "runs",
+                "--groups", "each", "--degrade", "0.5", "--restyle", "0.4", "--closeup", "0.2", "--closeup-largest", "0.85",
+                "--out", tmp_path / "runs",
                 env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert "| held-out styles |" in r.stdout and "| flat |" in r.stdout and "| lineart |" in r.stdout
@@ -217,7 +218,7 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
 
     recipe = read_info(tmp_path / "runs" / "without-flat.safetensors").train_config
     assert recipe["exclude_styles"] == ["flat"] and recipe["degrade"] == 0.5 and recipe["restyle"] == 0.4
-    assert recipe["closeup"] == 0.2
+    assert recipe["closeup"] == 0.2 and recipe["closeup_largest"] == 0.85
 
 
 def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from posture.imagedata import (CLOSEUP_SHARE, RESTYLE_OPS, Augment, ImageDataset, Item, annotate, augment_image,
-                               closeup_crop, degrade_image, restyle_image, square_box)
+from posture.imagedata import (CLOSEUP_SHARE, LEGACY_CLOSEUP_LARGEST, RESTYLE_OPS, Augment, ImageDataset, Item,
+                               annotate, augment_image, closeup_crop, degrade_image, restyle_image, square_box)
 from posture.labels import Annotation
 
 NAN = math.nan
@@ -137,6 +137,17 @@ def test_degrade_and_restyle_must_be_probabilities(name):
         TrainConfig(arch="resnet14", **{name: 1.5}).resolved()
 
 
+def test_the_largest_closeup_reaches_the_augmentation_and_must_lie_between_the_smallest_and_the_whole_side():
+    from posture.errors import UsageError
+    from posture.train import TrainConfig
+
+    assert TrainConfig(arch="resnet14", closeup=0.3).augmentation().closeup_largest == CLOSEUP_SHARE[1]
+    assert TrainConfig(arch="resnet14", closeup=0.3, closeup_largest=0.8).augmentation().closeup_largest == 0.8
+    for wrong in (0.3, 1.2):
+        with pytest.raises(UsageError, match="largest box share"):
+            TrainConfig(arch="resnet14", closeup_largest=wrong).resolved()
+
+
 def _figure_extent(img: Image.Image) -> tuple[int, int, int, int]:
     """The bounding box of the pixels that differ from the top-left corner's: the drawn figure."""
     a = np.asarray(img.convert("L"), dtype=np.int16)
@@ -193,23 +204,28 @@ def test_a_share_between_none_and_all_changes_about_that_share_of_the_pictures(n
     assert 0.2 < np.mean(changed) < 0.4  # 0.3 +- 3.3 standard deviations of 200 draws
 
 
-def test_a_closeup_enlarges_the_head_and_neck_box_and_keeps_it_whole():
-    """The box's longer side becomes 45-75% of the picture, wholly inside it, and the pixels move with it."""
+@pytest.mark.parametrize("largest", [CLOSEUP_SHARE[1], LEGACY_CLOSEUP_LARGEST])
+def test_a_closeup_enlarges_the_head_and_neck_box_and_keeps_it_whole(largest):
+    """The box's longer side becomes 45% to `largest` of the picture, wholly inside it, and the
+    pixels move with it."""
     arr = np.full((128, 128, 3), 90, dtype=np.uint8)
     arr[40:60, 70:82] = 220  # the head and neck: 12 x 20 px
     img = Image.fromarray(arr)
     box = (70 / 128, 40 / 128, 82 / 128, 60 / 128)
+    shares = []
     for seed in range(20):
-        out, moved = closeup_crop(img, box, np.random.default_rng(seed))
+        out, moved = closeup_crop(img, box, np.random.default_rng(seed), largest)
         assert out.size == img.size
         assert 0.0 <= moved[0] < moved[2] <= 1.0 and 0.0 <= moved[1] < moved[3] <= 1.0
         longer = max(moved[2] - moved[0], moved[3] - moved[1])
-        assert CLOSEUP_SHARE[0] - 1e-6 <= longer <= CLOSEUP_SHARE[1] + 1e-6
+        shares.append(longer)
+        assert CLOSEUP_SHARE[0] - 1e-6 <= longer <= largest + 1e-6
         assert (moved[2] - moved[0]) / (moved[3] - moved[1]) == pytest.approx(12 / 20)  # nothing stretched
         x0, y0, x1, y1 = (round(v * 128) for v in moved)
         bright = np.asarray(out.convert("L"))[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
         assert bright.min() > 180  # the bright patch is where the box says
-        assert np.array_equal(np.asarray(out), np.asarray(closeup_crop(img, box, np.random.default_rng(seed))[0]))
+        assert np.array_equal(np.asarray(out), np.asarray(closeup_crop(img, box, np.random.default_rng(seed), largest)[0]))
+    assert max(shares) > largest - 0.05  # the range is used up to its end
 
 
 def test_a_closeup_leaves_a_picture_that_is_already_one_and_refuses_a_non_square():

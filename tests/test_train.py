@@ -316,3 +316,22 @@ def test_a_model_trained_with_closeups_gets_a_gate_fitted_on_closeups_too(synth_
     train(synth_set, _tiny(epochs=1), out=tmp_path / "plain.safetensors")  # without close-ups: plain views only
     plain = read_info(tmp_path / "plain.safetensors").train_config["gate"]
     assert plain["closeups"] == 0 and plain["n_fit"] == side
+
+
+def test_refitting_a_gate_cuts_its_closeups_as_the_model_was_trained(synth_set, tmp_path, monkeypatch):
+    """A checkpoint records its close-ups' largest box share; one from before that setting was
+    trained with 0.75, and a refitted gate must know those close-ups, not today's default."""
+    import posture.calibrate as calibrate
+    from posture.checkpoints import save_checkpoint
+    from posture.imagedata import LEGACY_CLOSEUP_LARGEST
+
+    train(synth_set, replace(_tiny(epochs=1), closeup=0.5, closeup_largest=0.9), out=tmp_path / "m.safetensors")
+    model, info = load_checkpoint(tmp_path / "m.safetensors")
+    del info.train_config["closeup_largest"]
+    save_checkpoint(tmp_path / "old.safetensors", model, info)
+    seen = []
+    fit = calibrate.fit_gate_
+    monkeypatch.setattr(calibrate, "fit_gate_", lambda *a, **kw: seen.append(kw["closeup"]) or fit(*a, **kw))
+    calibrate.refit_gate(tmp_path / "m.safetensors", synth_set, tmp_path / "refit.safetensors")
+    calibrate.refit_gate(tmp_path / "old.safetensors", synth_set, tmp_path / "refit-old.safetensors")
+    assert seen == [0.9, LEGACY_CLOSEUP_LARGEST]
