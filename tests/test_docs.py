@@ -156,3 +156,31 @@ def test_the_figure_check_sees_a_stale_figure():
     assert problems[0].startswith("**test accuracy** of resnet18") and problems[1].startswith(f"resnet14, {style}")
     readme = table_mismatches((ROOT / "README.md").read_text(encoding="utf-8"), README_ROWS, tests)
     assert [p.split(":")[0] for p in readme] == ["accuracy on 5,600 side views of resnet18"]
+
+
+def test_the_real_photographs_the_card_counts_are_gathered_from_installed_packages_and_the_wheel(tmp_path):
+    """`examples/real_photos.py` finds the ten photographs in installed packages and the eighteen in
+    a scikit-image wheel, and every file it copies is a picture the predictor can read."""
+    import importlib.util
+    import zipfile
+
+    from PIL import Image
+
+    from posture import load_image
+
+    spec = importlib.util.spec_from_file_location("real_photos", ROOT / "examples" / "real_photos.py")
+    real_photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_photos)
+    wheel = tmp_path / "scikit_image-0-py3-none-any.whl"  # the wheel's layout, with pictures of our own
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for i, name in enumerate(real_photos.SKIMAGE):
+            picture = tmp_path / f"p{i}{Path(name).suffix}"
+            Image.new("RGB", (40 + i, 30), (i * 10, 80, 120)).save(picture)
+            archive.write(picture, f"skimage/data/{name}")
+    found = real_photos.gather(tmp_path / "out", wheel)
+    assert len(found["installed"]) == 10 and len(found["scikit-image"]) == 18
+    assert len({p.name for paths in found.values() for p in paths}) == 28  # no file overwrites another
+    for path in found["installed"] + found["scikit-image"][:3]:
+        assert min(load_image(path).size) > 0
+    assert load_image(found["scikit-image"][5]).size == (45, 30)  # the wheel's own file, not another
+    assert len(real_photos.gather(tmp_path / "ten")["scikit-image"]) == 0
