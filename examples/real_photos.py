@@ -51,10 +51,13 @@ def gather(dest: Path, wheel: Path | None = None) -> dict[str, list[Path]]:
                 raise SystemExit(f"{package} no longer ships {rel}")
             found["installed"].append(Path(shutil.copy(root / rel, dest / Path(rel).name)))
     if wheel is not None:
-        with zipfile.ZipFile(wheel) as archive:
-            for name in SKIMAGE:
-                (dest / name).write_bytes(archive.read(f"skimage/data/{name}"))
-                found["scikit-image"].append(dest / name)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                for name in SKIMAGE:
+                    (dest / name).write_bytes(archive.read(f"skimage/data/{name}"))
+                    found["scikit-image"].append(dest / name)
+        except (OSError, zipfile.BadZipFile, KeyError) as e:
+            raise SystemExit(f"{wheel} is not a scikit-image wheel with its sample photographs ({e})") from None
     return found
 
 

@@ -184,8 +184,6 @@ def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = N
     raise ValueError(f"unknown restyle op {op!r}; choose from {', '.join(RESTYLE_OPS)}")
 
 
-
-
 def closeup_crop(img: Image.Image, box: Box, rng: np.random.Generator,
                  largest: float = CLOSEUP_SHARE[1]) -> tuple[Image.Image, Box]:
     """The same picture as a head-and-shoulders close-up: a square crop around the head-and-neck

@@ -184,3 +184,5 @@ def test_the_real_photographs_the_card_counts_are_gathered_from_installed_packag
         assert min(load_image(path).size) > 0
     assert load_image(found["scikit-image"][5]).size == (45, 30)  # the wheel's own file, not another
     assert len(real_photos.gather(tmp_path / "ten")["scikit-image"]) == 0
+    with pytest.raises(SystemExit, match="not a scikit-image wheel"):
+        real_photos.gather(tmp_path / "bad", tmp_path / "p0.png")
