@@ -201,6 +201,11 @@ def start_webcam(page, elem_id: str) -> None:
     record = box.locator("button.capture-button")
     expect(record).to_contain_text("Record")
     record.click()
+    try:  # on a loaded machine the first press can land before the stream is wired up
+        expect(record).to_contain_text("Stop", timeout=10_000)
+    except AssertionError:
+        record.click()
+        expect(record).to_contain_text("Stop")
 
 
 def stop_webcam(page, elem_id: str) -> None:
