@@ -33,7 +33,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from posture.predict import Predictor
 
     predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device,
-                                          checkpoints=bundled_folder())
+                                          checkpoints=bundled_folder(), mirror=args.mirror)
     if args.target is not None:
         predictor.class_index(args.target)  # fail before any image is read
     if args.layer is not None and args.layer not in predictor.cam_layers:

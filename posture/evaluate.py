@@ -161,6 +161,7 @@ def evaluate_items(
             progress(min(start + batch_size, len(items)), len(items))
     metrics = summarise(rows, predictor.class_names)
     metrics["layer"] = layer or predictor.cam_layer
+    metrics["mirror"] = predictor.mirror  # answers averaged with the mirror image's
     styles = sorted({r["style"] for r in rows if r["style"]})
     if styles:
         metrics["by_style"] = {s: summarise([r for r in rows if r["style"] == s], predictor.class_names)

@@ -18,14 +18,14 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from posture.models import ModelOutput
 
-__all__ = ["CamResult", "grad_cam", "model_lock"]
+__all__ = ["CamResult", "grad_cam", "mirror_mean", "model_lock"]
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -69,6 +69,24 @@ class CamResult:
         return self.outputs.logits
 
 
+def mirror_mean(out: ModelOutput) -> ModelOutput:
+    """Outputs of a batch `[x, x mirrored]` (2B rows) -> each image's and its mirror's mean, in both halves.
+
+    A side view mirrored is a side view with the same angle, and the models train on mirrored
+    pictures, so averaging the two predictions removes the part of the answer that depends on
+    which way the person faces. Logits are averaged (then turned into probabilities), as are the
+    angle and the side-view logit.
+    """
+
+    def mean(v: torch.Tensor) -> torch.Tensor:
+        if v.shape[0] % 2:
+            raise ValueError(f"mirror_mean needs an even batch ([x, x mirrored]), got {v.shape[0]} rows")
+        m = (v[: v.shape[0] // 2] + v[v.shape[0] // 2 :]) / 2
+        return torch.cat([m, m])
+
+    return ModelOutput(*(None if v is None else mean(v) for v in (out.logits, out.cva_deg, out.side_view_logit)))
+
+
 def _detached(out: ModelOutput | torch.Tensor) -> ModelOutput:
     if isinstance(out, torch.Tensor):
         return ModelOutput(out.detach())
@@ -80,17 +98,22 @@ def grad_cam(
     inputs: torch.Tensor,
     target: int | list[int] | None = None,
     layer: nn.Module | None = None,
+    combine: Callable[[ModelOutput], ModelOutput] | None = None,
 ) -> CamResult:
     """Forward `inputs` once and return the outputs plus Grad-CAM for `target` at `layer`.
 
     `model` returns logits or a `ModelOutput`; `layer` is one of its modules (default: a
     PostureNet's last conv stage). `target=None` explains each image's predicted class.
+    `combine` (optional) maps the model's outputs to the ones explained and returned, keeping
+    the batch size: e.g. `mirror_mean`, which gives each image and its mirror image their mean.
     """
     layer = layer if layer is not None else model.cam_layer()
     captured: dict[str, ModelOutput] = {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         out = model(x)
+        if combine is not None:
+            out = combine(out if isinstance(out, ModelOutput) else ModelOutput(out))
         captured["out"] = _detached(out)
         logits = out if isinstance(out, torch.Tensor) else out.logits
         if target is None:

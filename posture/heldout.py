@@ -50,18 +50,20 @@ def heldout_matrix(
     groups: Sequence[Sequence[str]] = STYLE_GROUPS,
     progress: ProgressFn | None = None,
     on_group: Callable[[str, dict[str, Any]], None] | None = None,
+    mirror: bool = True,
 ) -> dict[str, Any]:
     """Train without each group of styles in turn, evaluate each model on `test`; write and return
     the matrix (keyed "a+b" per group).
 
     Writes `without-<a+b>.safetensors` and `matrix.json` into `out_dir`; a group whose model is
-    already there (from an interrupted run) is evaluated, not trained again.
+    already there (from an interrupted run) is evaluated, not trained again. `mirror`: each answer
+    averaged with the mirror image's, as `Predictor` serves it (off: the picture alone).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items, class_names = folder_items(test)
     matrix: dict[str, Any] = {"config": {k: v for k, v in asdict(config.resolved()).items() if k != "loss_weights"},
-                              "loss_weights": asdict(config.loss_weights), "styles": {}}
+                              "loss_weights": asdict(config.loss_weights), "mirror": mirror, "styles": {}}
     present = {it.style for it in items}
     for group in (g for g in groups if present & set(g)):  # a group the test set lacks cannot be scored
         name = "+".join(group)
@@ -70,7 +72,7 @@ def heldout_matrix(
             if progress:
                 progress(TrainEvent("phase", message=f"training without {name}"))
             train(data, replace(config, exclude_styles=(*config.exclude_styles, *group)), out=path, progress=progress)
-        predictor = Predictor.from_checkpoint(path)
+        predictor = Predictor.from_checkpoint(path, mirror=mirror)
         report = evaluate_items(predictor, items, class_names)
         held = [r for r in report.rows if r["style"] in group]
         seen = [r for r in report.rows if r["style"] and r["style"] not in group]

@@ -18,7 +18,7 @@ from posture.checkpoints import ModelInfo, load_checkpoint, resolve_checkpoint
 from posture.devices import resolve_device
 from posture.errors import UsageError
 from posture.backends import EXPORT_GUARD
-from posture.explain import grad_cam
+from posture.explain import grad_cam, mirror_mean
 from posture.images import DEFAULT_MAX_SIDE, ImageSource, load_image
 from posture.models import ModelOutput
 from posture.overlay import encode_image, overlay_heatmap
@@ -99,7 +99,10 @@ class Predictor:
     mode, on `device` ("auto": CUDA, then MPS, then the CPU; see `posture.devices`).
     `precision` ("auto", "fp32", "bf16" or "int8"; None means "auto") picks the
     serving path (see `posture.serving`); the fast backbone for a layer is built on its first
-    prediction.
+    prediction. With `mirror` (the default) every picture is run together with its mirror image
+    and the two answers are averaged (`posture.explain.mirror_mean`; the Grad-CAM of the mirror
+    image is mirrored back): a verdict that does not depend on which way the person faces, at
+    twice the model's share of the cost.
     """
 
     def __init__(
@@ -109,13 +112,16 @@ class Predictor:
         name: str | None = None,
         precision: str | None = None,
         device: str | torch.device | None = "auto",
+        mirror: bool = True,
     ) -> None:
-        self._setup(copy.deepcopy(model), info, name, precision, device)
+        self._setup(copy.deepcopy(model), info, name, precision, device, mirror)
 
     def _setup(
-        self, model: nn.Module, info: ModelInfo, name: str | None, precision: str | None, device: str | torch.device | None
+        self, model: nn.Module, info: ModelInfo, name: str | None, precision: str | None,
+        device: str | torch.device | None, mirror: bool,
     ) -> None:
         """Take ownership of `model` (no copy) and prepare it for serving."""
+        self.mirror = bool(mirror)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)  # Grad-CAM needs activation gradients only
         self.info = info
@@ -134,14 +140,14 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls, name_or_path: str | Path, precision: str | None = None, device: str | torch.device | None = "auto",
-        checkpoints: str | Path | None = None,
+        checkpoints: str | Path | None = None, mirror: bool = True,
     ) -> "Predictor":
         """Load a bundled model by name (e.g. "resnet18", from `checkpoints`, default the repo's
         checkpoints/) or a checkpoint file."""
         path = resolve_checkpoint(name_or_path, checkpoints)
         model, info = load_checkpoint(path)
         predictor = cls.__new__(cls)
-        predictor._setup(model, info, path.stem, precision, device)  # the freshly loaded model needs no copy
+        predictor._setup(model, info, path.stem, precision, device, mirror)  # the freshly loaded model needs no copy
         return predictor
 
     @property
@@ -232,17 +238,26 @@ class Predictor:
         self, x: torch.Tensor, index: int | None, explain: bool, layer: str
     ) -> tuple[ModelOutput, torch.Tensor | None, list[int] | None]:
         """(B, 3, S, S) -> outputs (on the CPU), Grad-CAMs (B, h, w) or None, explained class per image or None."""
+        b = x.shape[0]
+        if self.mirror:
+            x = torch.cat([x, x.flip(-1)])  # rows b.. are the mirror images
         if not explain:  # the whole model on the fast path
             self.serving.outputs_backend()  # built (and exported) before any model call below
             with EXPORT_GUARD.running():
-                return _on_cpu(self.serving.outputs(x.to(self.device))), None, None
+                outputs = self.serving.outputs(x.to(self.device))
+            return _on_cpu(mirror_mean(outputs) if self.mirror else outputs, b), None, None
         head = self.serving.head(layer)
         self.serving.backend(layer)  # built (and, for ONNX Runtime, exported) before any model call below
         with EXPORT_GUARD.running():
             features = self.serving.features(x.to(self.device), layer)
-            result = grad_cam(head, features, target=index, layer=head.cam)
-            return _on_cpu(result.outputs), result.cams.float().cpu(), result.targets.tolist()
+            result = grad_cam(head, features, target=index, layer=head.cam, combine=mirror_mean if self.mirror else None)
+        cams = result.cams.float().cpu()
+        if self.mirror:  # both halves explain the same (mean) answer; the mirror's map is mirrored back
+            cams = (cams[:b] + cams[b:].flip(-1)) / 2
+        return _on_cpu(result.outputs, b), cams, result.targets[:b].tolist()
 
 
-def _on_cpu(out: ModelOutput) -> ModelOutput:
-    return ModelOutput(*(None if v is None else v.float().cpu() for v in (out.logits, out.cva_deg, out.side_view_logit)))
+def _on_cpu(out: ModelOutput, rows: int) -> ModelOutput:
+    """The first `rows` rows of every output, as float32 on the CPU."""
+    return ModelOutput(*(None if v is None else v[:rows].float().cpu()
+                         for v in (out.logits, out.cva_deg, out.side_view_logit)))

@@ -175,7 +175,7 @@ def bundled_folder() -> str | None:
 
 
 def add_serving_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of commands that run a model: `--device` and `--precision`."""
+    """The options of commands that run a model: `--device`, `--precision` and `--no-mirror`."""
     import os
 
     from posture.devices import DEVICES
@@ -186,6 +186,8 @@ def add_serving_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--precision", default=os.environ.get(PRECISION_ENV) or None, choices=PRECISIONS,
                    help="backbone precision (default: $POSTURE_PRECISION, else auto: bf16 where the CPU computes "
                         "it natively, else fp32)")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="answer from the picture alone (default: the mean of the picture and its mirror image)")
     return p
 
 
@@ -239,7 +241,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
             + ("  <- recorded as the default" if name == best else "") for name, v in scores.items()))
         return 0
     predictor = Predictor.from_checkpoint(args.model, precision=args.precision, device=args.device,
-                                          checkpoints=bundled_folder())
+                                          checkpoints=bundled_folder(), mirror=args.mirror)
     with tqdm(total=0, unit="img", dynamic_ncols=True, disable=args.json) as bar:
         def on_progress(done: int, total: int) -> None:
             bar.total, bar.n = total, done
@@ -271,6 +273,8 @@ def add_heldout_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="styles to hold out together, group by group: auto (styles that share a trait go "
                         "together), each (one style at a time), or a list like flat+shaded,lowres")
     p.add_argument("--out", required=True, help="folder for the models and matrix.json")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="score answers from the picture alone (default: averaged with its mirror image)")
     return p
 
 
@@ -282,7 +286,7 @@ def heldout_main(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         matrix = heldout_matrix(args.data, args.test, config_from_args(args), args.out, groups=groups,
-                                progress=progress)
+                                progress=progress, mirror=args.mirror)
     finally:
         progress.close()
     print(json.dumps(matrix, indent=2) if args.json else matrix_markdown(matrix))

@@ -35,6 +35,23 @@ def test_predict_json_and_overlays(checkpoint_dir, image_file, tmp_path):
     assert overlay.size == Image.open(image_file).size
 
 
+def test_no_mirror_answers_from_the_picture_alone(checkpoint_dir, image_file, tmp_path):
+    """By default a picture and its mirror image get the same answer; `--no-mirror` gives each its own."""
+    flipped = tmp_path / "flipped.png"
+    Image.open(image_file).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+    model = checkpoint_dir / "resnet14.safetensors"
+
+    def probabilities(*extra: str) -> list[float]:
+        r = run_cli("predict", image_file, flipped, "--model", model, "--precision", "fp32", "--json", *extra)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line)["probabilities"]["normal"] for line in r.stdout.splitlines()]
+
+    both, alone = probabilities(), probabilities("--no-mirror")
+    assert both[0] == pytest.approx(both[1], abs=1e-5)
+    assert alone[0] != pytest.approx(alone[1], abs=1e-4)
+    assert min(alone) - 1e-6 <= both[0] <= max(alone) + 1e-6  # the mean of two logits lies between them
+
+
 def test_predict_by_bundled_name_with_target(checkpoint_dir, image_file):
     r = run_cli("predict", image_file, "--model", "resnet18", "--target", "turtle_neck",
                 env={"POSTURE_CHECKPOINTS": str(checkpoint_dir)})
@@ -206,11 +223,12 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     r = run_cli("heldout", "--data", tmp_path / "train", "--test", tmp_path / "test", "--arch", "resnet14",
                 "--init", "scratch", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
                 "--groups", "each", "--degrade", "0.5", "--restyle", "0.4", "--closeup", "0.2", "--closeup-largest", "0.85",
-                "--out", tmp_path / "runs",
+                "--out", tmp_path / "runs", "--no-mirror",
                 env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert "| held-out styles |" in r.stdout and "| flat |" in r.stdout and "| lineart |" in r.stdout
     matrix = json.loads((tmp_path / "runs" / "matrix.json").read_text())
+    assert matrix["mirror"] is False  # scored from the picture alone, as asked
     for style, entry in matrix["styles"].items():
         assert entry["held_out"]["n"] > 0 and entry["in_style"]["n"] > 0
         assert (tmp_path / "runs" / f"without-{style}.safetensors").is_file()

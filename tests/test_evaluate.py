@@ -93,7 +93,8 @@ def test_evaluate_cli_json_and_record(checkpoint_dir, synth_set, tmp_path):
                        cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n"] == 16
-    assert read_info(path).metrics["test"]["n"] == 16
+    recorded = read_info(path).metrics["test"]
+    assert recorded["n"] == 16 and recorded["mirror"] is True  # the figures say how they were answered
 
 
 def test_choose_layer_measures_every_layer_and_records_the_best(headed, synth_set, tmp_path):

@@ -83,7 +83,7 @@ _LAYERS = [(arch, layer) for arch in list_models() for layer in build_model(arch
 
 @pytest.mark.parametrize("arch, layer", _LAYERS)
 def test_fp32_path_equals_the_whole_model_with_captum(checkpoint_dir, arch, layer):
-    predictor = Predictor.from_checkpoint(checkpoint_dir / f"{arch}.safetensors", precision="fp32")
+    predictor = Predictor.from_checkpoint(checkpoint_dir / f"{arch}.safetensors", precision="fp32", mirror=False)
     assert predictor.backend(layer) == "onnxruntime-fp32"
     model, _ = load_checkpoint(checkpoint_dir / f"{arch}.safetensors")  # an independent eager copy
     for img in _pictures(2):
