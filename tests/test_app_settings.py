@@ -19,18 +19,18 @@ def test_defaults_suit_a_public_space():
     s = Settings.from_env({})
     assert (s.limits.max_files, s.limits.max_total_bytes, s.limits.max_file_bytes) == (2000, 200 * MB, 20 * MB)
     assert (s.max_epochs, s.session_ttl_s, s.max_streams) == (30, 7200.0, 8)
-    assert s.checkpoints == REPO / "checkpoints" and s.precision == "auto" and s.device == "auto"
+    assert s.checkpoints == REPO / "checkpoints" and s.precision == "auto" and s.device == "auto" and s.mirror
 
 
 def test_every_variable_is_read(tmp_path):
     env = {"POSTURE_MAX_UPLOAD_FILES": "5", "POSTURE_MAX_UPLOAD_MB": "1.5", "POSTURE_MAX_FILE_MB": "0.5",
            "POSTURE_MAX_EPOCHS": "3", "POSTURE_SESSION_TTL_MIN": "0.5", "POSTURE_MAX_STREAMS": "2",
            "POSTURE_CHECKPOINTS": str(tmp_path), "POSTURE_EXAMPLES": "", "POSTURE_PRECISION": "FP32",
-           "POSTURE_DEVICE": "cpu"}
+           "POSTURE_DEVICE": "cpu", "POSTURE_MIRROR": "Off"}
     s = Settings.from_env(env)
     assert (s.limits.max_files, s.limits.max_total_bytes, s.limits.max_file_bytes) == (5, int(1.5 * MB), MB // 2)
     assert (s.max_epochs, s.session_ttl_s, s.max_streams) == (3, 30.0, 2)
-    assert (s.checkpoints, s.examples, s.precision, s.device) == (tmp_path, None, "fp32", "cpu")
+    assert (s.checkpoints, s.examples, s.precision, s.device, s.mirror) == (tmp_path, None, "fp32", "cpu", False)
 
 
 @pytest.mark.parametrize("name, value, says", [
@@ -42,6 +42,7 @@ def test_every_variable_is_read(tmp_path):
     ("POSTURE_MAX_STREAMS", "100", "between 1 and 64"),
     ("POSTURE_PRECISION", "fp8", "fp32, bf16"),
     ("POSTURE_DEVICE", "tpu", "cpu, cuda, mps"),
+    ("POSTURE_MIRROR", "yes", "on, off"),
     ("POSTURE_CHECKPOINTS", "/no/such/folder", "no such folder"),
     ("POSTURE_CHECKPOINTS", "", "empty"),
     ("POSTURE_EXAMPLES", "/no/such/folder", "no such folder"),

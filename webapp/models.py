@@ -88,7 +88,8 @@ class ModelList:
             return self._loaded[key]
 
     def _load(self, path: Path, name: str) -> Predictor:
-        predictor = Predictor.from_checkpoint(path, precision=self.settings.precision, device=self.settings.device)
+        predictor = Predictor.from_checkpoint(path, precision=self.settings.precision, device=self.settings.device,
+                                              mirror=self.settings.mirror)
         predictor.name = name
         return predictor
 

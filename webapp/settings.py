@@ -20,6 +20,7 @@ __all__ = ["Settings", "SettingsError", "VARIABLES"]
 REPO = Path(__file__).resolve().parent.parent
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+SWITCH = ("on", "off")
 
 # variable -> (default, meaning)
 VARIABLES = {
@@ -33,6 +34,7 @@ VARIABLES = {
     "POSTURE_EXAMPLES": ("examples/", "folder of example photos (empty: none)"),
     "POSTURE_PRECISION": ("auto", "fp32, bf16, int8, or auto (bf16 on CPUs with native bf16)"),
     "POSTURE_DEVICE": ("auto", "cpu, cuda, mps, or auto"),
+    "POSTURE_MIRROR": ("on", "on: answer with the mean of the picture and its mirror image; off: the picture alone"),
     "POSTURE_RESNET18_WEIGHTS": ("", "a local copy of the ImageNet weights for resnet18 (empty: download)"),
 }
 
@@ -53,6 +55,7 @@ class Settings:
     examples: Path | None = REPO / "examples"
     precision: str = "auto"
     device: str = "auto"
+    mirror: bool = True
     imagenet_weights: Path | None = None
 
     @property
@@ -78,6 +81,7 @@ class Settings:
             examples=_folder(env, "POSTURE_EXAMPLES", empty_means_none=True),
             precision=_choice(env, "POSTURE_PRECISION", PRECISIONS),
             device=_choice(env, "POSTURE_DEVICE", DEVICES),
+            mirror=_choice(env, "POSTURE_MIRROR", SWITCH) == "on",
             imagenet_weights=_file(env, "POSTURE_RESNET18_WEIGHTS"),
         )
 

@@ -339,7 +339,7 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
             yield update(cancelled_text(session.cancelled), drawn, "", *blank[2:], gr.Button(visible=False),
                          gr.Button(visible=True), hidden, hidden, gr.DownloadButton(visible=False))
             return
-        name, _ = save_trained(session, result, arch_name, ctx.models.names(session))
+        name, _ = save_trained(session, result, arch_name, ctx.models.names(session), ctx.settings.mirror)
         text, per_class_df, confusion_df, gallery = results_tables(result)
         out = finished(session, name, f"Saved as **{name}**. {text}", per_class_df, confusion_df, gallery)
         yield ("Training finished.", drawn, *out)
@@ -360,7 +360,7 @@ def build(ctx: AppContext, slot: TrainingSlot) -> dict[str, Any]:
         if run is None:
             raise ask("There is no cancelled run to keep.")
         run.result.info.metrics = kept_metrics(run.result.history)
-        name, _ = save_trained(session, run.result, run.arch, ctx.models.names(session))
+        name, _ = save_trained(session, run.result, run.arch, ctx.models.names(session), ctx.settings.mirror)
         session.cancelled = None
         best = run.result.info.metrics.get("val", {}).get("accuracy")
         score = f" (validation accuracy {best:.1%} at its best epoch)" if isinstance(best, float) else ""

@@ -147,13 +147,15 @@ def kept_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"val": val, "best_epoch": best["epoch"], "cancelled_after_epoch": history[-1]["epoch"]}
 
 
-def save_trained(session: Session, result: TrainResult, arch: str, models_taken: list[str]) -> tuple[str, Predictor]:
-    """Save a run's model in the session under the next free `<arch>-trained-<n>`; -> name, predictor."""
+def save_trained(session: Session, result: TrainResult, arch: str, models_taken: list[str],
+                 mirror: bool = True) -> tuple[str, Predictor]:
+    """Save a run's model in the session under the next free `<arch>-trained-<n>`; -> name, predictor
+    (averaging each answer with the mirror image's unless `mirror` is off, as the bundled models are served)."""
     name = next(n for i in range(1, 10_000) if (n := f"{arch}-trained-{i}") not in models_taken)
     path = session.workdir() / f"{name}.safetensors"
     save_checkpoint(path, result.model, result.info)
     session.models[name] = path
-    predictor = session.predictors[name] = Predictor(result.model, result.info, name=name)
+    predictor = session.predictors[name] = Predictor(result.model, result.info, name=name, mirror=mirror)
     session.last_trained = name
     return name, predictor
 
