@@ -7,7 +7,7 @@ portrait, a cat, a horse's silhouette, a rocket, a motorcycle, coffee, coins, th
 textures, microscopy, text). None shows a person from the side, so every one should be flagged.
 
     pip download scikit-image --no-deps -d /tmp/wheels     # the eighteen; skip for the ten alone
-    python examples/real_photos.py --wheel /tmp/wheels/scikit_image-*.whl [--model resnet18 ...]
+    python examples/real_photos.py --wheel /tmp/wheels/scikit_image-*.whl [--model resnet18 ...] [--no-mirror]
 """
 
 from __future__ import annotations
@@ -65,13 +65,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--wheel", type=Path, help="a scikit-image wheel (pip download scikit-image --no-deps)")
     p.add_argument("--model", action="append", help="bundled name or checkpoint (default: both bundled)")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="answer from the picture alone (default: averaged with its mirror image)")
     args = p.parse_args()
     from posture import Predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         sets = gather(Path(tmp), args.wheel)
         for name in args.model or ["resnet14", "resnet18"]:
-            predictor = Predictor.from_checkpoint(name)
+            predictor = Predictor.from_checkpoint(name, mirror=args.mirror)
             for source, paths in sets.items():
                 if not paths:
                     continue
