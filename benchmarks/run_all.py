@@ -40,12 +40,23 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _measured_on() -> str:
+    """Each result file's CPU, as its JSON records it: "cpu (a, b); other cpu (c)"."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        m = json.loads(path.read_text()).get("machine")
+        cpu = m.get("cpu", "?") if isinstance(m, dict) else f"not recorded ({m})"
+        where.setdefault(cpu, []).append(path.stem)
+    return "; ".join(f"{cpu} ({', '.join(names)})" for cpu, names in where.items())
+
+
 def summary() -> str:
     """The Markdown summary of whatever results exist."""
     m = machine()
     lines = ["# Benchmark results", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
-             f"CPU capability {m['cpu_capability']}, AVX512-BF16: {m['avx512_bf16']}. Absolute times drift with "
+             f"Machine writing this summary: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+             f"torch {m['torch']}, CPU capability {m['cpu_capability']}, AVX512-BF16: {m['avx512_bf16']}. "
+             f"Where each result was measured: {_measured_on()}. Absolute times drift with "
              "whatever else the machine runs; every ratio below comes from candidates interleaved round by round "
              "in one process (median of per-round ratios).", "",
              "Reproduce: `python benchmarks/run_all.py` (or one script at a time; each writes its JSON here).", ""]
@@ -60,6 +71,10 @@ def summary() -> str:
                       f"| ours (JPEG overlay) / bare fp32 forward | **{e['ours_over_bare_forward']}x** | <= 4x |",
                       f"| ours (PNG level 1) / bare fp32 forward | {e['ours_png_over_bare_forward']}x | |",
                       f"| ours with precision=fp32 / bare fp32 forward | {e['ours_fp32_over_bare_forward']}x | |",
+                      *([f"| ours from the picture alone (`mirror=False`) / bare fp32 forward | "
+                         f"{e['ours_single_view_over_bare_forward']}x | |",
+                         f"| ours / ours from the picture alone (the cost of mirror averaging) | {e['mirror_cost']}x | |"]
+                        if "mirror_cost" in e else []),
                       f"| same verdict as naive | {sum(v['ours'] == v['naive'] for v in e['verdicts'])}"
                       f"/{len(e['verdicts'])} photos | all |", "",
                       "Stages (median ms): " + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in s.items()), ""]
