@@ -128,3 +128,16 @@ def test_a_session_folder_is_deleted_when_the_visitor_leaves(tmp_path, checkpoin
         while folder.exists() and time.monotonic() < deadline:
             time.sleep(1)
         assert not folder.exists()
+
+
+@pytest.mark.parametrize("value, mirrored", [("on", True), ("off", False)])
+def test_posture_mirror_reaches_every_model_the_app_serves(checkpoint_dir, value, mirrored):
+    from webapp.models import ModelList
+    from webapp.session import Session
+
+    settings = Settings.from_env({"POSTURE_CHECKPOINTS": str(checkpoint_dir), "POSTURE_MIRROR": value})
+    session = Session()
+    session.models["mine"] = checkpoint_dir / "resnet14.safetensors"  # an uploaded checkpoint
+    models = ModelList(settings)
+    assert models.predictor("resnet18", session).mirror is mirrored
+    assert models.predictor("mine", session).mirror is mirrored
