@@ -102,7 +102,7 @@ class Predictor:
     prediction. With `mirror` (the default) every picture is run together with its mirror image
     and the two answers are averaged (`posture.explain.mirror_mean`; the Grad-CAM of the mirror
     image is mirrored back): a verdict that does not depend on which way the person faces, at
-    twice the model's share of the cost.
+    the cost of a second pass through the model.
     """
 
     def __init__(
@@ -250,7 +250,8 @@ class Predictor:
         self.serving.backend(layer)  # built (and, for ONNX Runtime, exported) before any model call below
         with EXPORT_GUARD.running():
             features = self.serving.features(x.to(self.device), layer)
-            result = grad_cam(head, features, target=index, layer=head.cam, combine=mirror_mean if self.mirror else None)
+            result = grad_cam(head, features, target=index, layer=head.cam,
+                              combine=mirror_mean if self.mirror else None)
         cams = result.cams.float().cpu()
         if self.mirror:  # both halves explain the same (mean) answer; the mirror's map is mirrored back
             cams = (cams[:b] + cams[b:].flip(-1)) / 2

@@ -15,8 +15,8 @@ from posture.fit import CAM_MAPS, LossWeights, TrainEvent
 from posture.imagedata import CLOSEUP_SHARE
 from posture.models import list_models
 
-__all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_serving_arguments", "add_train_arguments",
-           "evaluate_main", "heldout_main", "train_main"]
+__all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_mirror_argument", "add_serving_arguments",
+           "add_train_arguments", "evaluate_main", "heldout_main", "train_main"]
 
 
 def _styles(text: str | None) -> tuple[str, ...]:
@@ -186,6 +186,11 @@ def add_serving_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--precision", default=os.environ.get(PRECISION_ENV) or None, choices=PRECISIONS,
                    help="backbone precision (default: $POSTURE_PRECISION, else auto: bf16 where the CPU computes "
                         "it natively, else fp32)")
+    return add_mirror_argument(p)
+
+
+def add_mirror_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--no-mirror` (`args.mirror`, default True): the picture alone, not averaged with its mirror image."""
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="answer from the picture alone (default: the mean of the picture and its mirror image)")
     return p
@@ -273,9 +278,7 @@ def add_heldout_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="styles to hold out together, group by group: auto (styles that share a trait go "
                         "together), each (one style at a time), or a list like flat+shaded,lowres")
     p.add_argument("--out", required=True, help="folder for the models and matrix.json")
-    p.add_argument("--no-mirror", dest="mirror", action="store_false",
-                   help="score answers from the picture alone (default: averaged with its mirror image)")
-    return p
+    return add_mirror_argument(p)
 
 
 def heldout_main(args: argparse.Namespace) -> int:
