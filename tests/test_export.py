@@ -135,10 +135,15 @@ def test_exports_while_a_model_trains_in_another_thread(tmp_path, monkeypatch):
     cfg = TrainConfig(arch="resnet14", init="scratch", epochs=30, patience=30, batch_size=2, img_size=24,
                       workers=0, precision="fp32")
     outcome: dict = {}
+    epoch_done, stop = threading.Event(), threading.Event()
+
+    def progress(event) -> None:
+        if event.kind == "epoch":
+            epoch_done.set()
 
     def run() -> None:
         try:
-            outcome["result"] = train(tmp_path / "data", cfg)
+            outcome["result"] = train(tmp_path / "data", cfg, progress=progress, cancel=stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc
 
@@ -147,9 +152,11 @@ def test_exports_while_a_model_trains_in_another_thread(tmp_path, monkeypatch):
     model = build_model("resnet14", num_classes=2).eval()
     info = ModelInfo(arch="resnet14", class_names=["normal", "turtle_neck"], input_size=24)
     exports = 0
-    while trainer.is_alive() and exports < 6:
+    while trainer.is_alive() and exports < 3:
         export_onnx(model, info, tmp_path / f"m{exports}.onnx")
         exports += 1
+    epoch_done.wait(timeout=120)  # then one finished epoch, and the remaining ones are not needed
+    stop.set()
     trainer.join()
     assert "error" not in outcome, outcome.get("error")
     assert exports >= 2 and outcome["result"].model is not None
