@@ -23,6 +23,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 TIMEOUT_MS = 60_000
+# How long an `expect` waits for the page (Playwright's default is 5 s). A model's first answer
+# builds its serving path (an ONNX export on CPUs without native bf16): seconds on a slow CPU.
+EXPECT_TIMEOUT_MS = 30_000
 
 
 def pretty(name: str) -> str:
@@ -137,6 +140,7 @@ def chromium(fake_camera: Path | None = None) -> Iterator:
     import pytest
 
     sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM}")
     args = list(CHROMIUM_ARGS)
