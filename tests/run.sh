@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine (the README's test command; CI runs it too).
 # Installs Debian's chromium for the browser tests (needs root or sudo) and the Python packages
-# into the active Python environment, then runs pytest. Extra arguments go to pytest.
+# into the active Python environment, then runs pytest with one worker per core, at most four
+# (pytest-xdist; each test file stays on one worker, so a module's app and browser start once).
+# Extra arguments go to pytest; `-n 0` runs everything in this one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +19,5 @@ python -m pip install --quiet --disable-pip-version-check -r requirements-dev.tx
 # Test artefacts (screenshots, reports) land here; CI keeps them beside the run.
 export POSTURE_TEST_OUTPUT="${POSTURE_TEST_OUTPUT:-$PWD/test-output}"
 mkdir -p "$POSTURE_TEST_OUTPUT"
-exec python -m pytest "$@"
+workers=$(nproc)
+exec python -m pytest -n "$(( workers < 4 ? workers : 4 ))" --dist loadfile "$@"
