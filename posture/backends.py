@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from posture.cpu import cpu_flags
 from posture.models import ModelOutput, PostureNet
 
 __all__ = [
@@ -175,6 +176,13 @@ def _ort_session(module: nn.Module, input_size: int, outputs: Sequence[str], cal
     return ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
 
 
+def int8_reduce_range(flags: Sequence[str]) -> bool:
+    """Whether int8 weights should use 7 bits on a CPU with these flags: on x86 without VNNI
+    (AVX2 or AVX-512 alone) ONNX Runtime's uint8 x int8 products can saturate, which costs
+    accuracy; its quantizer's `reduce_range` avoids that."""
+    return bool({"avx2", "avx512f"} & set(flags)) and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
 def _quantized(data: bytes, calibration: torch.Tensor) -> bytes:
     import logging
     import tempfile
@@ -198,7 +206,8 @@ def _quantized(data: bytes, calibration: torch.Tensor) -> bytes:
         root.setLevel(logging.ERROR)  # its advice to pre-process the graph is logged at WARNING on the root logger
         try:
             quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            reduce_range=int8_reduce_range(cpu_flags()))
         finally:
             root.setLevel(level)
         return target.read_bytes()

@@ -13,8 +13,9 @@ when serving fp32 on a CPU, as fast as ONNX Runtime itself (benchmarks/bench_eng
 - "bf16": the TorchScript + oneDNN-fused bfloat16 backbone, ~3x faster again where the CPU
   computes bfloat16 natively (AVX512-BF16 or AMX), within bf16 rounding of fp32;
 - "int8": ONNX Runtime on the model statically quantized to int8 (calibrated on synthetic
-  side views when first built); opt-in: faster than bf16 for resnet18 on the CPU measured,
-  slower for the small resnet14 (benchmarks/results/int8.json);
+  side views when first built; 7-bit weights on x86 CPUs without VNNI, whose 8-bit products
+  saturate); opt-in: faster than bf16 for resnet18 on the CPU measured, slower for the small
+  resnet14 (benchmarks/results/int8.json);
 - "auto": "bf16" where the CPU has native bfloat16, else "fp32".
 
 The command line and the app take their default from the POSTURE_PRECISION environment variable

@@ -410,6 +410,36 @@ def test_int8_serves_a_quantized_model_and_explains_with_the_fp32_head(checkpoin
         resolve_precision("int8", torch.device("cuda"))
 
 
+@pytest.mark.parametrize("flags, reduce", [
+    (["avx2"], True),  # AVX2 alone: uint8 x int8 sums can saturate, so weights keep 7 bits
+    (["avx2", "avx512f"], True),
+    (["avx2", "avx_vnni"], False),
+    (["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], False),
+    (["avx2", "avx512f", "amx_int8"], False),
+    ([], False),  # not x86 (or flags unknown): full 8-bit weights
+])
+def test_int8_weights_use_seven_bits_only_on_x86_without_vnni(flags, reduce):
+    assert backends.int8_reduce_range(flags) is reduce
+
+
+def test_int8_quantizes_with_the_range_this_cpu_needs(monkeypatch):
+    from onnxruntime import quantization
+
+    seen = []
+    real = quantization.quantize_static
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("reduce_range"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quantization, "quantize_static", spy)
+    model = build_model("resnet14", num_classes=2).eval()
+    for flags, reduce in ((["avx2"], True), (["avx2", "avx512f", "avx512_vnni"], False)):
+        monkeypatch.setattr(backends, "cpu_flags", lambda flags=flags: flags)
+        backends.ort_backbone(model, "layer3", 32, calibration=torch.rand(2, 3, 32, 32))
+        assert seen[-1] is reduce
+
+
 def test_int8_that_cannot_be_built_serves_fp32(monkeypatch, checkpoints_128):
     def no_quantizer(data, calibration):
         raise _Fault("no quantizer here")
