@@ -31,7 +31,8 @@ from PIL import Image  # noqa: E402
 from webapp.launcher import (RunningApp, cpu_seconds, running_app, start_app, stop_app,  # noqa: E402,F401
                              wait_until_answering)
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Where results go: benchmarks/results, or another folder (results from a second CPU kept beside the first).
+RESULTS = Path(os.environ.get("POSTURE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results").resolve()
 CACHE = Path(os.environ.get("POSTURE_BENCH_CACHE", Path(tempfile.gettempdir()) / "posture-bench"))
 
 
@@ -152,7 +153,7 @@ def benchmark_checkpoint(arch: str) -> Path:
 
 
 def write_result(name: str, result: dict) -> Path:
-    """Write benchmarks/results/<name>.json (indented) and return its path."""
+    """Write <name>.json (indented) into the results folder and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-import _common  # noqa: F401  (puts the repository on sys.path)
+from _common import RESULTS  # (also puts the repository on sys.path)
 from posture.checkpoints import bundled_checkpoints
 from posture.synth import SynthConfig, generate_dataset
 from posture.train import TrainConfig, train
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed_train(data: Path, **config) -> tuple[float, float, float, int]:
@@ -75,7 +74,7 @@ def main() -> None:
         "full_finetune_resnet18_img_per_s": round(ft_seen / ft_s, 1),
         "scratch_resnet14_img_per_s": round(r14_seen / r14_s, 1),
     }
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"cached-feature frozen fine-tuning trains {result['speedup']}x faster than the plain loop "

@@ -1,8 +1,9 @@
 """Grad-CAM cost: predict with explanation vs predict alone, per model and precision, interleaved.
 
-Each model is explained at its checkpoint's layer. Everything after that layer (the head) runs
-in eager fp32 torch, forward and backward, for Captum; a prediction without explanation runs
-the whole model on the serving path. So the overhead grows with how early the layer is.
+Each model is explained at its checkpoint's layer, in fp32, and in bf16 where the CPU has it
+natively. Everything after that layer (the head) runs in eager fp32 torch, forward and backward,
+for Captum; a prediction without explanation runs the whole model on the serving path. So the
+overhead grows with how early the layer is.
 
 Run: python benchmarks/bench_gradcam.py [--rounds 15]
 Writes benchmarks/results/gradcam.json.
@@ -15,6 +16,7 @@ import argparse
 import torch
 
 from _common import benchmark_checkpoint, interleaved, machine, phone_jpeg, ratio, write_result
+from posture.cpu import bf16_supported
 from posture.explain import grad_cam
 from posture.images import load_image
 from posture.predict import Predictor
@@ -28,7 +30,7 @@ def main() -> None:
     image = load_image(phone_jpeg(seed=1))  # the working image a 12 MP photo becomes (1000x750)
     rows = {}
     for arch in ("resnet14", "resnet18"):
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "bf16") if bf16_supported() else ("fp32",):
             p = Predictor.from_checkpoint(benchmark_checkpoint(arch), precision=precision)
             head = p.serving.head(p.cam_layer)
             features = p.serving.features(p.prepare(image)[1], p.cam_layer)
