@@ -24,7 +24,6 @@ from posture.synth import SynthConfig, generate_dataset
 from posture.train import TrainConfig, train
 
 
-
 def timed_train(data: Path, **config) -> tuple[float, float, float, int]:
     """Seconds to the end of training, seconds in all (with the shared final evaluation),
     validation accuracy, and training images seen, for one run."""

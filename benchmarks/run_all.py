@@ -50,6 +50,14 @@ def _measured_on() -> str:
     return "; ".join(f"{cpu} ({', '.join(names)})" for cpu, names in where.items())
 
 
+def _reproduce() -> str:
+    """The command that writes this folder's results (naming the folder when it is not the default)."""
+    if RESULTS == HERE / "results":
+        return "python benchmarks/run_all.py"
+    where = RESULTS.relative_to(REPO) if RESULTS.is_relative_to(REPO) else RESULTS
+    return f"POSTURE_BENCH_RESULTS={where} python benchmarks/run_all.py"
+
+
 def summary() -> str:
     """The Markdown summary of whatever results exist."""
     m = machine()
@@ -59,7 +67,7 @@ def summary() -> str:
              f"Where each result was measured: {_measured_on()}. Absolute times drift with "
              "whatever else the machine runs; every ratio below comes from candidates interleaved round by round "
              "in one process (median of per-round ratios).", "",
-             "Reproduce: `python benchmarks/run_all.py` (or one script at a time; each writes its JSON here).", ""]
+             f"Reproduce: `{_reproduce()}` (or one script at a time; each writes its JSON here).", ""]
     for arch in ("resnet18", "resnet14"):
         e = _load(f"e2e_{arch}")
         if e:
