@@ -107,7 +107,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from posture.checkpoints import resolve_checkpoint
 
     info = refit_gate(resolve_checkpoint(args.model, bundled_folder()), args.data, args.out,
-                      progress=None if args.json else lambda message: print(message, file=sys.stderr))
+                      progress=None if args.json else lambda message: print(message, file=sys.stderr),
+                      restyle=args.restyle)
     gate, side = info.train_config["gate"], info.metrics["val"].get("side_view", {})
     if args.json:
         print(json.dumps({"out": args.out, "gate": gate, "val_side_view": side}))
@@ -175,6 +176,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="bundled model name or checkpoint path")
     p.add_argument("--data", required=True, help="the folder it was trained on (split as its header records)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors; may be MODEL itself)")
+    p.add_argument("--restyle", action=argparse.BooleanOptionalAction, default=None,
+                   help="also fit on restyled views of the side views (default: as its training did)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_gate)
 

@@ -15,16 +15,18 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from PIL import Image
 
 from posture.backends import EXPORT_GUARD
 from posture.checkpoints import ModelInfo, load_checkpoint, save_checkpoint
 from posture.errors import DatasetError, UsageError
 from posture.fit import extract_features
-from posture.imagedata import LEGACY_CLOSEUP_LARGEST, Augment, ImageDataset
+from posture.imagedata import LEGACY_CLOSEUP_LARGEST, RESTYLE_OPS, Augment, ImageDataset, restyle_image
 from posture.models import PostureNet
 
-__all__ = ["calibrate_", "fit_gate_", "refit_gate"]
+__all__ = ["RestyledView", "calibrate_", "fit_gate_", "refit_gate"]
 
 KEPT_METRICS = ("val", "best_epoch", "cam_layers")  # what a refitted gate leaves valid (val is measured again)
 
@@ -74,9 +76,30 @@ MIN_GROUP = 20  # side views a style needs to get a group of its own in the gate
 CLOSEUP_SEED = 7  # the gate's close-up views are the same on every fit
 
 
+RESTYLE_SEED = 11  # and its restyled views
+
+
+class RestyledView(ImageDataset):
+    """Pictures each drawn otherwise by one restyle op (`posture.imagedata.restyle_image`), the
+    ops taken in turn: picture i by `RESTYLE_OPS[i % 7]`, the same on every fit."""
+
+    def __init__(self, base: ImageDataset) -> None:
+        super().__init__(base.items, base.size, base.mean, base.std)
+        if base.squares is not None:
+            self.preload(squares=base.squares)
+
+    @staticmethod
+    def op(index: int) -> str:
+        return RESTYLE_OPS[index % len(RESTYLE_OPS)]
+
+    def load_square(self, index: int) -> Image.Image:
+        rng = np.random.default_rng([RESTYLE_SEED, index])
+        return restyle_image(super().load_square(index), rng, self.op(index))
+
+
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
               workers: int = 0, device: torch.device | str | None = None,
-              closeup: float | None = None) -> dict[str, Any]:
+              closeup: float | None = None, restyle: bool = False) -> dict[str, Any]:
     """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
     its threshold on the validation side views'; returns what was fitted (for the checkpoint).
     The features are computed on `device` (default: where the model is), the gate fitted on the CPU;
@@ -87,7 +110,9 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     With `closeup` (a model trained with `--closeup`: its close-ups' largest box share), every side
     view with a head-and-neck box is also seen once as a close-up (`posture.imagedata.closeup_crop`),
     in its style's group, for the fit and for the threshold: the gate then knows the close-ups the
-    model was trained on."""
+    model was trained on. With `restyle` (a model trained with `--restyle`), every side view is also
+    seen once drawn otherwise (`RestyledView`), each restyle op a group of its own ("restyled-outline"
+    ...): the gate then knows the restyled pictures too, whose looks no single style spans."""
     def side_views(ds: ImageDataset, close: bool) -> ImageDataset:
         keep = [i for i, it in enumerate(ds.items) if it.side_view and (not close or it.has_box)]
         view = ds.subset(keep)
@@ -100,6 +125,12 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     if closeup is not None and any(it.has_box for it in fit_on[0].items) and any(it.has_box for it in held[0].items):
         fit_on.append(side_views(train_ds, True))
         held.append(side_views(val_ds, True))
+    styles = [it.style for ds in fit_on for it in ds.items]
+    if restyle:
+        plain = fit_on[0]
+        fit_on.append(RestyledView(plain))
+        held.append(RestyledView(held[0]))
+        styles = [s or "unstyled" for s in styles] + [f"restyled-{RestyledView.op(i)}" for i in range(len(plain))]
     home = next(model.parameters()).device
     try:
         model.to(device or home)
@@ -110,23 +141,24 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     items = [it for ds in fit_on for it in ds.items]
     model.add_heads(["gate"])
     gate = model.heads["gate"]
-    styles = [it.style for it in items]
     names = sorted(set(styles))
     grouped = len(names) > 1 and all(styles) and min(styles.count(n) for n in names) >= MIN_GROUP
     groups = torch.tensor([names.index(s) for s in styles]) if grouped else None
     gate.fit(features, torch.tensor([it.label for it in items]), held_back, groups=groups)
     return {"threshold": float(gate.threshold), "n_fit": len(items), "n_threshold": len(held_back),
             "groups": names if grouped else [], "rank": int(gate.components.shape[1]),
-            "closeups": sum(len(ds) for ds in fit_on[1:])}
+            "closeups": sum(len(ds) for ds in fit_on[1:] if not isinstance(ds, RestyledView)),
+            "restyled": sum(len(ds) for ds in fit_on if isinstance(ds, RestyledView))}
 
 
 def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
-               progress: Callable[[str], None] | None = None) -> ModelInfo:
+               progress: Callable[[str], None] | None = None, restyle: bool | None = None) -> ModelInfo:
     """Fit the familiarity gate of `checkpoint` anew on `data`, split into training and validation
     pictures as its training recorded (`val_split`, `seed`, left-out styles), and write the model
     to `out`. Nothing else in the model changes. The validation metrics are measured again;
     metrics recorded under other names (`evaluate --record-as`) are dropped, since the side-view
-    flag they measured has changed."""
+    flag they measured has changed. `restyle`: fit on restyled views too (`fit_gate_`); None: as
+    its training did (`gate_restyle`). The choice is recorded, so the next fit repeats it."""
     from posture.data import UploadLimits, scan_dataset
     from posture.evaluate import evaluate_items
     from posture.predict import Predictor
@@ -148,11 +180,14 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
     if "gate" in model.heads:
         del model.heads["gate"]
     closeup = cfg.closeup_largest if cfg.closeup > 0 else None
-    also = " and a close-up of each with a box" if closeup is not None else ""
+    restyle = cfg.gate_restyle if restyle is None else restyle
+    also = (" and a close-up of each with a box" if closeup is not None else "") + (
+        " and each restyled" if restyle else "")
     say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views{also}")
     size = info.input_size
     info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
-                                          cfg.batch_size, closeup=closeup)
+                                          cfg.batch_size, closeup=closeup, restyle=restyle)
+    info.train_config["gate_restyle"] = restyle
     info.heads = model.head_names
     say(f"evaluating on the {len(val_items)} validation pictures")
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, info.class_names)

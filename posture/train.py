@@ -76,6 +76,7 @@ class TrainConfig:
     output_stride: int | None = None  # input pixels per last-stage cell (resnet18: 32 or 16); None: the init's
     calibrate: bool = True  # temperature-scale the classifier on the validation set
     gate: bool = True  # fit the familiarity gate of the side-view flag (models with that head)
+    gate_restyle: bool = False  # the gate also learns restyled views of the side views (`fit_gate_`)
     preload: bool | None = None  # decode every image once into memory; None: when it fits PRELOAD_BUDGET
 
     def augmentation(self) -> Augment:
@@ -294,7 +295,8 @@ def train(
     if cfg.gate and "side_view" in model.heads:
         emit(TrainEvent("phase", epochs=cfg.epochs, message="fitting the side-view flag's familiarity gate"))
         info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers, device,
-                                              closeup=cfg.closeup_largest if cfg.closeup > 0 else None)
+                                              closeup=cfg.closeup_largest if cfg.closeup > 0 else None,
+                                              restyle=cfg.gate_restyle)
         info.heads = model.head_names
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names,

@@ -78,6 +78,9 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
                    help="keep the raw probabilities (no temperature scaling on the validation set)")
     p.add_argument("--no-gate", dest="gate", action="store_false",
                    help="no familiarity gate on the side-view flag (the head's opinion alone)")
+    p.add_argument("--gate-restyle", action="store_true",
+                   help="the gate also learns every training side view drawn otherwise, one group per "
+                        "restyle op (as --restyle draws them), so it takes those looks for familiar")
     p.add_argument("--workers", type=int, default=1, help="image decoding processes beside training")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--imagenet-weights", default=os.environ.get(IMAGENET_ENV) or None, metavar="FILE",
@@ -101,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         storage_dtype=args.storage,
         exclude_styles=_styles(args.exclude_style), cam_layer=args.cam_layer,
         output_stride=args.output_stride, cam_map=args.cam_map, calibrate=args.calibrate, gate=args.gate,
+        gate_restyle=args.gate_restyle,
         loss_weights=LossWeights(args.cva_weight, args.side_weight, args.cam_weight), workers=args.workers,
         device=args.device, precision=args.precision, imagenet_weights=args.imagenet_weights,
     )  # fmt: skip

@@ -288,6 +288,11 @@ def test_gate_refits_a_checkpoints_gate_on_its_training_split(checkpoint_dir, tm
         torch.testing.assert_close(after[key], before[key], rtol=1e-5, atol=1e-4, msg=key)
     metrics = read_info(out).metrics
     assert "val" in metrics and "test" not in metrics  # the recorded test figures measured the old flag
+    restyled = tmp_path / "restyled.safetensors"
+    r = run_cli("gate", trained, "--data", data, "--out", restyled, "--restyle", "--json", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    gate = json.loads(r.stdout)["gate"]
+    assert gate["restyled"] == gate["n_fit"] // 2 > 0 and read_info(restyled).train_config["gate_restyle"] is True
     r = run_cli("gate", checkpoint_dir / "resnet14.safetensors", "--data", data, "--out", out)
     assert r.returncode == 2 and "no side-view head" in r.stderr and "Traceback" not in r.stderr
     _two_shades(tmp_path / "other", 4, 24)

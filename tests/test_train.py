@@ -335,3 +335,48 @@ def test_refitting_a_gate_cuts_its_closeups_as_the_model_was_trained(synth_set, 
     calibrate.refit_gate(tmp_path / "m.safetensors", synth_set, tmp_path / "refit.safetensors")
     calibrate.refit_gate(tmp_path / "old.safetensors", synth_set, tmp_path / "refit-old.safetensors")
     assert seen == [0.9, LEGACY_CLOSEUP_LARGEST]
+
+
+def test_restyled_views_draw_each_picture_by_one_op_in_turn(synth_set):
+    from posture.calibrate import RestyledView
+    from posture.imagedata import RESTYLE_OPS, ImageDataset
+
+    base = ImageDataset([it for it in _train_items(synth_set) if it.side_view][:len(RESTYLE_OPS) + 1], 48)
+    view = RestyledView(base)
+    assert [view.op(i) for i in range(len(view))] == [*RESTYLE_OPS, RESTYLE_OPS[0]]
+    for i in range(len(view)):
+        drawn = np.asarray(view.load_square(i))
+        assert drawn.shape == (48, 48, 3) and not np.array_equal(drawn, np.asarray(base.load_square(i))), view.op(i)
+        assert np.array_equal(drawn, np.asarray(view.load_square(i)))  # the same view on every fit
+    base.preload()
+    assert np.array_equal(np.asarray(RestyledView(base).load_square(6)), np.asarray(view.load_square(6)))
+
+
+def test_a_gate_fitted_on_restyled_views_has_a_group_per_op_and_knows_them(synth_set, tmp_path, monkeypatch):
+    from posture import calibrate
+    from posture.imagedata import RESTYLE_OPS, ImageDataset
+
+    monkeypatch.setattr(calibrate, "MIN_GROUP", 1)  # the tiny set has a few pictures per style and op
+    side = [it for it in _train_items(synth_set) if it.side_view]
+    train(synth_set, replace(_tiny(epochs=1), gate_restyle=True), out=tmp_path / "r.safetensors")
+    gate = read_info(tmp_path / "r.safetensors").train_config["gate"]
+    ops = sorted(f"restyled-{op}" for op in RESTYLE_OPS)
+    assert gate["restyled"] == len(side) and gate["n_fit"] == 2 * len(side) and gate["closeups"] == 0
+    assert gate["groups"] == sorted({it.style for it in side} | set(ops))
+    calibrate.refit_gate(tmp_path / "r.safetensors", synth_set, tmp_path / "again.safetensors")  # as trained
+    assert read_info(tmp_path / "again.safetensors").train_config["gate"]["groups"] == gate["groups"]
+    calibrate.refit_gate(tmp_path / "r.safetensors", synth_set, tmp_path / "plain.safetensors", restyle=False)
+    plain = read_info(tmp_path / "plain.safetensors")
+    assert plain.train_config["gate_restyle"] is False and not set(ops) & set(plain.train_config["gate"]["groups"])
+
+    # The same weights: only the gate differs. Outlined training pictures are familiar to the
+    # gate that learnt them, and further from every group of the gate that did not.
+    def familiarity(path: Path) -> torch.Tensor:  # the gate's logit on the outlined side views
+        from posture.fit import extract_features
+
+        model, info = load_checkpoint(path)
+        view = calibrate.RestyledView(ImageDataset(side, info.input_size))
+        logits = model.heads["gate"](extract_features(model, view, 8))
+        return logits[[i for i in range(len(view)) if view.op(i) == "outline"]]
+
+    assert familiarity(tmp_path / "r.safetensors").mean() > familiarity(tmp_path / "plain.safetensors").mean()
