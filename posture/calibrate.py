@@ -74,8 +74,6 @@ def calibrate_(model: PostureNet, val_ds: ImageDataset, batch_size: int) -> floa
 
 MIN_GROUP = 20  # side views a style needs to get a group of its own in the gate
 CLOSEUP_SEED = 7  # the gate's close-up views are the same on every fit
-
-
 RESTYLE_SEED = 11  # and its restyled views
 
 
@@ -110,7 +108,7 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     With `closeup` (a model trained with `--closeup`: its close-ups' largest box share), every side
     view with a head-and-neck box is also seen once as a close-up (`posture.imagedata.closeup_crop`),
     in its style's group, for the fit and for the threshold: the gate then knows the close-ups the
-    model was trained on. With `restyle` (a model trained with `--restyle`), every side view is also
+    model was trained on. With `restyle` (`--gate-restyle`), every side view is also
     seen once drawn otherwise (`RestyledView`), each restyle op a group of its own ("restyled-outline"
     ...): the gate then knows the restyled pictures too, whose looks no single style spans."""
     def side_views(ds: ImageDataset, close: bool) -> ImageDataset:
