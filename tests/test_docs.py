@@ -186,3 +186,15 @@ def test_the_real_photographs_the_card_counts_are_gathered_from_installed_packag
     assert len(real_photos.gather(tmp_path / "ten")["scikit-image"]) == 0
     with pytest.raises(SystemExit, match="not a scikit-image wheel"):
         real_photos.gather(tmp_path / "bad", tmp_path / "p0.png")
+
+
+def test_the_restyle_ops_example_says_when_a_gate_has_no_restyled_groups(tmp_path):
+    """`examples/gate_restyle_ops.py` on a gate fitted on the styles alone (the bundled resnet14's)
+    stops with what to do instead, before it reads any data."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, ROOT / "examples" / "gate_restyle_ops.py", ROOT / "checkpoints" / "resnet14.safetensors",
+                        "--data", tmp_path / "none", "--test", tmp_path / "none"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "has no restyled groups" in r.stderr and "gate --restyle" in r.stderr
+    assert "Traceback" not in r.stderr
