@@ -18,27 +18,21 @@ import copy
 import sys
 import tempfile
 from collections import defaultdict
-from dataclasses import fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-QUANTILE = 0.995  # FeatureGate.fit's default
-
-
 def main() -> None:
     import torch
 
     from examples.real_photos import gather
-    from posture.calibrate import RestyledView
+    from posture.calibrate import RestyledView, recorded_split
     from posture.checkpoints import load_checkpoint
-    from posture.data import UploadLimits, scan_dataset
     from posture.evaluate import folder_items
     from posture.fit import extract_features
     from posture.imagedata import RESTYLE_OPS, ImageDataset, Item
-    from posture.train import TrainConfig, dataset_items
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model", help="a checkpoint whose gate was fitted with restyled views")
@@ -52,8 +46,7 @@ def main() -> None:
     names = info.train_config.get("gate", {}).get("groups", [])
     if not any(n.startswith("restyled-") for n in names):
         raise SystemExit(f"{args.model}'s gate has no restyled groups; fit it with `posture gate --restyle`")
-    cfg = TrainConfig(**{k: v for k, v in info.train_config.items() if k in {f.name for f in fields(TrainConfig)}})
-    val = [it for it in dataset_items(scan_dataset(args.data, UploadLimits.local()), cfg)[1] if it.side_view]
+    val = [it for it in recorded_split(info, args.data, args.model)[1][1] if it.side_view]
     test, _ = folder_items(args.test)
     with tempfile.TemporaryDirectory() as tmp:
         photos = [path for paths in gather(Path(tmp), args.wheel).values() for path in paths]
@@ -74,12 +67,10 @@ def main() -> None:
     for label, ops in subsets.items():
         kept = copy.deepcopy(gate)
         groups = [i for i, n in enumerate(names) if not n.startswith("restyled-") or n[len("restyled-"):] in ops]
-        for buffer in ("means", "components", "variances", "residual"):
-            setattr(kept, buffer, getattr(gate, buffer)[groups])
+        kept.keep_groups(groups)
         drawn = [i for i in range(len(restyled)) if restyled.op(i) in ops]
+        kept.set_threshold(torch.cat([f_val, f_restyled[drawn]]))
         with torch.inference_mode():
-            kept.threshold = torch.quantile(kept.distance(torch.cat([f_val, f_restyled[drawn]])), QUANTILE)
-            kept.scale = kept.threshold * 0.05
             flagged, photos_flagged = head_test | (kept(f_test) < 0), head_photos | (kept(f_photos) < 0)
         by = defaultdict(list)
         for it, flag in zip(test, flagged.tolist()):

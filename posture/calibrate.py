@@ -26,7 +26,7 @@ from posture.fit import extract_features
 from posture.imagedata import LEGACY_CLOSEUP_LARGEST, RESTYLE_OPS, Augment, ImageDataset, restyle_image
 from posture.models import PostureNet
 
-__all__ = ["RestyledView", "calibrate_", "fit_gate_", "refit_gate"]
+__all__ = ["RestyledView", "calibrate_", "fit_gate_", "recorded_split", "refit_gate"]
 
 KEPT_METRICS = ("val", "best_epoch", "cam_layers")  # what a refitted gate leaves valid (val is measured again)
 
@@ -149,6 +149,21 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
             "restyled": sum(len(ds) for ds in fit_on if isinstance(ds, RestyledView))}
 
 
+def recorded_split(info: ModelInfo, data: str | Path, name: str | Path = "the model") -> tuple[Any, tuple[list, list]]:
+    """The training config a checkpoint's header records, and `data` split into training and
+    validation items as that training split it (`val_split`, `seed`, left-out styles)."""
+    from posture.data import UploadLimits, scan_dataset
+    from posture.train import TrainConfig, dataset_items  # train builds on this module
+
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{"closeup_largest": LEGACY_CLOSEUP_LARGEST,  # what models from before the setting used
+                         **{k: v for k, v in info.train_config.items() if k in known}})
+    scan = scan_dataset(data, UploadLimits.local())
+    if list(scan.class_names) != info.class_names:
+        raise DatasetError(f"{data} has classes {list(scan.class_names)}; {name} knows {info.class_names}")
+    return cfg, dataset_items(scan, cfg)
+
+
 def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
                progress: Callable[[str], None] | None = None, restyle: bool | None = None) -> ModelInfo:
     """Fit the familiarity gate of `checkpoint` anew on `data`, split into training and validation
@@ -157,22 +172,14 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
     metrics recorded under other names (`evaluate --record-as`) are dropped, since the side-view
     flag they measured has changed. `restyle`: fit on restyled views too (`fit_gate_`); None: as
     its training did (`gate_restyle`). The choice is recorded, so the next fit repeats it."""
-    from posture.data import UploadLimits, scan_dataset
     from posture.evaluate import evaluate_items
     from posture.predict import Predictor
-    from posture.train import TrainConfig, dataset_items  # train builds on this module
 
     say = progress or (lambda message: None)
     model, info = load_checkpoint(checkpoint)
     if "side_view" not in model.heads:
         raise UsageError(f"{checkpoint} has no side-view head, so it has no gate to fit")
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{"closeup_largest": LEGACY_CLOSEUP_LARGEST,  # what models from before the setting used
-                         **{k: v for k, v in info.train_config.items() if k in known}})
-    scan = scan_dataset(data, UploadLimits.local())
-    if list(scan.class_names) != info.class_names:
-        raise DatasetError(f"{data} has classes {list(scan.class_names)}; {checkpoint} knows {info.class_names}")
-    train_items, val_items = dataset_items(scan, cfg)
+    cfg, (train_items, val_items) = recorded_split(info, data, checkpoint)
     if not any(it.side_view for it in train_items) or not any(it.side_view for it in val_items):
         raise DatasetError(f"{data} needs side views in both its training and its validation split")
     if "gate" in model.heads:

@@ -101,9 +101,18 @@ class FeatureGate(nn.Module):
         self.components = torch.tensor(components, dtype=torch.float32)
         self.variances = torch.tensor(variances, dtype=torch.float32)
         self.residual = torch.tensor(residual, dtype=torch.float32)
-        held = self.distance(held_back)
-        self.threshold = torch.quantile(held, quantile).float()
+        self.set_threshold(held_back, quantile)
+
+    @torch.no_grad()
+    def set_threshold(self, held_back: torch.Tensor, quantile: float = 0.995) -> None:
+        """The threshold at `quantile` of the distances of `held_back` side views' features (M, D)."""
+        self.threshold = torch.quantile(self.distance(held_back), quantile).float()
         self.scale = (self.threshold * 0.05).clamp_min(1e-6)
+
+    def keep_groups(self, groups: list[int]) -> None:
+        """Keep only these groups (indices); the threshold is then to be set again."""
+        for name in ("means", "components", "variances", "residual"):
+            setattr(self, name, getattr(self, name)[groups])
 
     def _resize(self, groups: int, rank: int) -> None:
         dim = self.means.shape[-1]

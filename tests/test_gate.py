@@ -93,6 +93,22 @@ def test_groups_that_spread_differently_each_get_their_own_covariance():
     assert (grouped(fresh) < 0).float().mean() < 0.03  # both kinds of side view still pass
 
 
+def test_a_gate_kept_to_some_groups_is_the_gate_fitted_on_those_alone():
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(600, 8, generator=g) + 4, torch.randn(600, 8, generator=g) - 4])
+    labels, groups = torch.arange(1200) % 2, torch.arange(1200) // 600
+    held = torch.cat([torch.randn(200, 8, generator=g) + 4, torch.randn(200, 8, generator=g) - 4])
+    both, first = FeatureGate(8, 2), FeatureGate(8, 2)
+    both.fit(x, labels, held, quantile=0.99, groups=groups)
+    first.fit(x[:600], labels[:600], held[:200], quantile=0.99)
+    both.keep_groups([0])
+    both.set_threshold(held[:200], quantile=0.99)
+    probe = torch.randn(50, 8, generator=g) * 3
+    torch.testing.assert_close(both.distance(probe), first.distance(probe), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(both.threshold, first.threshold, rtol=1e-4, atol=1e-3)
+    assert (both(held[200:]) < 0).all()  # the dropped group's side views are unfamiliar now
+
+
 def test_a_gate_saved_as_one_precision_matrix_loads_with_the_same_distances(tmp_path):
     from safetensors.torch import load_file, save_file
 
