@@ -29,10 +29,11 @@ from posture.images import load_image
 from posture.labels import Annotation
 from posture.preprocess import IMAGENET_MEAN, IMAGENET_STD, letterbox, normalize
 
-__all__ = ["RESTYLE_OPS", "Augment", "ImageDataset", "Item", "annotate", "augment_image", "closeup_crop", "degrade_image",
-           "restyle_image", "square_box"]
+__all__ = ["RESTYLE_OPS", "RESTYLE_OPS_ALL", "Augment", "ImageDataset", "Item", "annotate", "augment_image",
+           "closeup_crop", "degrade_image", "otsu_threshold", "restyle_image", "square_box"]
 
-RESTYLE_OPS = ("posterize", "solarize", "equalize", "autocontrast", "invert", "sharpen", "outline")
+RESTYLE_OPS = ("posterize", "solarize", "equalize", "autocontrast", "invert", "sharpen", "outline")  # the default
+RESTYLE_OPS_ALL = RESTYLE_OPS + ("silhouette",)  # every op `restyle_image` knows
 
 NAN = float("nan")
 Box = tuple[float, float, float, float]
@@ -109,12 +110,13 @@ class Augment:
     grey: float = 0.1  # probability of dropping the colour
     degrade: float = 0.0  # probability of a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability of a change of drawing style (`restyle_image`)
+    restyle_ops: tuple[str, ...] = RESTYLE_OPS  # the styles drawn from, each as likely
     closeup: float = 0.0  # probability of a head-and-shoulders close-up (`closeup_crop`; pictures with a box)
     closeup_largest: float = CLOSEUP_SHARE[1]  # a close-up's largest box share (`closeup_crop`)
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(**{f.name: 0.0 for f in fields(cls) if f.name != "closeup_largest"})
+        return cls(**{f.name: 0.0 for f in fields(cls) if f.name not in ("closeup_largest", "restyle_ops")})
 
     @property
     def active(self) -> bool:
@@ -141,7 +143,7 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box:
     if aug.grey and rng.random() < aug.grey:
         img = TF.rgb_to_grayscale(img, num_output_channels=3)
     if aug.restyle and rng.random() < aug.restyle:
-        img = restyle_image(img, rng)
+        img = restyle_image(img, rng, ops=aug.restyle_ops)
     if aug.scale or aug.translate:
         shift = [int(round(rng.uniform(-aug.translate, aug.translate) * img.width)) for _ in range(2)]
         scale = 1.0 + rng.uniform(-aug.scale, aug.scale)
@@ -157,14 +159,17 @@ def augment_image(img: Image.Image, aug: Augment, rng: np.random.Generator, box:
     return img, box
 
 
-def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = None) -> Image.Image:
-    """The same picture drawn otherwise: one of `RESTYLE_OPS` (`op`, or one drawn from `rng`).
+def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = None,
+                  ops: Sequence[str] = RESTYLE_OPS) -> Image.Image:
+    """The same picture drawn otherwise: `op`, or one of `ops` drawn from `rng`.
 
     Each changes tones, textures or lines and keeps every outline in place, so the model has to
     read the shape rather than one renderer's shading: posterize (1-3 bits per channel), solarize,
-    equalize, autocontrast, invert, sharpen, or outline (PIL's contour filter: line art of the
-    picture's edges)."""
-    op = op or RESTYLE_OPS[int(rng.integers(len(RESTYLE_OPS)))]
+    equalize, autocontrast, invert, sharpen, outline (PIL's contour filter: line art of the
+    picture's edges), or silhouette (not among the default `RESTYLE_OPS`: the picture's tones
+    split in two where they separate best, each part one flat colour, one dark and one light; on a
+    plain background the person becomes a silhouette without eyes, ears or clothes)."""
+    op = op or ops[int(rng.integers(len(ops)))]
     if op == "posterize":
         return TF.posterize(img, int(rng.integers(1, 4)))
     if op == "solarize":
@@ -181,7 +186,24 @@ def restyle_image(img: Image.Image, rng: np.random.Generator, op: str | None = N
         grey = np.pad(np.asarray(img.convert("L")), 1, mode="edge")
         lines = Image.fromarray(grey).filter(ImageFilter.CONTOUR).crop((1, 1, img.width + 1, img.height + 1))
         return lines.convert("RGB")
-    raise ValueError(f"unknown restyle op {op!r}; choose from {', '.join(RESTYLE_OPS)}")
+    if op == "silhouette":  # a median filter first, so that small marks do not split off
+        grey = np.asarray(img.convert("L").filter(ImageFilter.MedianFilter(5)))
+        light = grey > otsu_threshold(grey)
+        colours = [rng.integers(0, 110, 3), rng.integers(146, 256, 3)]
+        if rng.random() < 0.5:
+            colours.reverse()
+        return Image.fromarray(np.where(light[..., None], colours[1], colours[0]).astype(np.uint8))
+    raise ValueError(f"unknown restyle op {op!r}; choose from {', '.join(RESTYLE_OPS_ALL)}")
+
+
+def otsu_threshold(grey: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 picture: the tone t that splits it into tones <= t and > t with
+    the largest variance between the two parts (the smallest within them)."""
+    share = np.bincount(grey.ravel(), minlength=256) / grey.size
+    below = np.cumsum(share)  # share of tones <= t
+    mass = np.cumsum(share * np.arange(256))  # their summed tone
+    between = (mass[-1] * below - mass) ** 2 / np.maximum(below * (1.0 - below), 1e-12)
+    return int(np.argmax(between))
 
 
 def closeup_crop(img: Image.Image, box: Box, rng: np.random.Generator,

@@ -28,7 +28,7 @@ from posture.data import DatasetScan, UploadLimits, scan_dataset, stratified_spl
 from posture.errors import CheckpointError, DatasetError, TrainingCancelled, UsageError
 from posture.evaluate import EvalReport, evaluate_items
 from posture.fit import CAM_MAPS, EpochLoop, LossWeights, ProgressFn, TrainEvent, fit_full, fit_head
-from posture.imagedata import CLOSEUP_SHARE, Augment, ImageDataset, Item, annotate
+from posture.imagedata import CLOSEUP_SHARE, RESTYLE_OPS, RESTYLE_OPS_ALL, Augment, ImageDataset, Item, annotate
 from posture.labels import read_annotations
 from posture.models import AUX_HEADS, PostureNet, arch_config, build_model, freeze_backbone, reset_classifier
 from posture.predict import Predictor
@@ -60,6 +60,7 @@ class TrainConfig:
     augment: bool = True
     degrade: float = 0.0  # probability that a training picture is seen as a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability that a training picture is seen drawn otherwise (`restyle_image`)
+    restyle_ops: tuple[str, ...] = RESTYLE_OPS  # the restyle ops drawn from, each as likely
     closeup: float = 0.0  # probability that a training picture is seen as a head-and-shoulders close-up (`closeup_crop`)
     closeup_largest: float = CLOSEUP_SHARE[1]  # a close-up's largest head-and-neck box, as a share of its side
     feature_views: int = 0  # frozen path: extra augmented views cached per training image
@@ -83,8 +84,8 @@ class TrainConfig:
         """The training augmentation this run asks for."""
         if not self.augment:
             return Augment.none()
-        return Augment(degrade=self.degrade, restyle=self.restyle, closeup=self.closeup,
-                       closeup_largest=self.closeup_largest)
+        return Augment(degrade=self.degrade, restyle=self.restyle, restyle_ops=tuple(self.restyle_ops),
+                       closeup=self.closeup, closeup_largest=self.closeup_largest)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by its default; UsageError for impossible settings."""
@@ -105,6 +106,11 @@ class TrainConfig:
         for name in ("degrade", "restyle", "closeup"):
             if not 0.0 <= getattr(cfg, name) <= 1.0:
                 raise UsageError(f"{name} is a probability in [0, 1], got {getattr(cfg, name)}")
+        cfg.restyle_ops = tuple(cfg.restyle_ops)
+        unknown = [op for op in cfg.restyle_ops if op not in RESTYLE_OPS_ALL]
+        if unknown or not cfg.restyle_ops:
+            raise UsageError(f"restyle ops are one or more of {', '.join(RESTYLE_OPS_ALL)}; "
+                             f"got {', '.join(map(repr, unknown)) or 'none'}")
         if not CLOSEUP_SHARE[0] <= cfg.closeup_largest <= 1.0:
             raise UsageError(f"a close-up's largest box share lies in [{CLOSEUP_SHARE[0]}, 1], got {cfg.closeup_largest}")
         if not 16 <= cfg.img_size <= 1024:

@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from posture.fit import CAM_MAPS, LossWeights, TrainEvent
-from posture.imagedata import CLOSEUP_SHARE
+from posture.imagedata import CLOSEUP_SHARE, RESTYLE_OPS, RESTYLE_OPS_ALL
 from posture.models import list_models
 
 __all__ = ["add_evaluate_arguments", "add_heldout_arguments", "add_mirror_argument", "add_serving_arguments",
@@ -23,6 +23,11 @@ def _styles(text: str | None) -> tuple[str, ...]:
     from posture.synth.cli import parse_styles
 
     return () if not text else parse_styles(text)
+
+
+def _ops(text: str | None) -> tuple[str, ...]:
+    """--restyle-ops: the names as given (the config checks them), the default when not given."""
+    return RESTYLE_OPS if text is None else tuple(op.strip() for op in text.split(",") if op.strip())
 
 
 def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) -> argparse.ArgumentParser:
@@ -52,6 +57,10 @@ def add_train_arguments(p: argparse.ArgumentParser, data_required: bool = True) 
     p.add_argument("--restyle", type=float, default=0.0, metavar="P",
                    help="probability of seeing a training picture drawn otherwise: posterized, solarized, "
                         "equalized, autocontrasted, inverted, sharpened or outlined, outlines in place (default: 0)")
+    p.add_argument("--restyle-ops", default=None, metavar="OPS",
+                   help="the restyle ops --restyle draws from, comma-separated, each as likely: any of "
+                        f"{', '.join(RESTYLE_OPS_ALL)} (default: {','.join(RESTYLE_OPS)}; silhouette "
+                        "fills the picture's dark and light parts with one flat colour each)")
     p.add_argument("--closeup", type=float, default=0.0, metavar="P",
                    help="probability of seeing a training picture as a head-and-shoulders close-up: a crop around "
                         "labels.csv's head-and-neck box, the box whole (default: 0)")
@@ -98,7 +107,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig(
         arch=args.arch, init=args.init, freeze=args.freeze, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, img_size=args.img_size, val_split=args.val_split, seed=args.seed,
-        patience=args.patience, degrade=args.degrade, restyle=args.restyle, closeup=args.closeup,
+        patience=args.patience, degrade=args.degrade, restyle=args.restyle,
+        restyle_ops=_ops(args.restyle_ops), closeup=args.closeup,
         closeup_largest=args.closeup_largest,
         feature_views=args.feature_views,
         storage_dtype=args.storage,

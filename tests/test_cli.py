@@ -222,7 +222,8 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     generate_dataset(tmp_path / "test", 20, seed=2, config=config, workers=1)
     r = run_cli("heldout", "--data", tmp_path / "train", "--test", tmp_path / "test", "--arch", "resnet14",
                 "--init", "scratch", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
-                "--groups", "each", "--degrade", "0.5", "--restyle", "0.4", "--closeup", "0.2", "--closeup-largest", "0.85",
+                "--groups", "each", "--degrade", "0.5", "--restyle", "0.4", "--restyle-ops", "outline,silhouette",
+                "--closeup", "0.2", "--closeup-largest", "0.85",
                 "--out", tmp_path / "runs", "--no-mirror",
                 env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
@@ -237,6 +238,7 @@ def test_heldout_trains_without_each_style_and_prints_the_matrix(tmp_path):
     recipe = read_info(tmp_path / "runs" / "without-flat.safetensors").train_config
     assert recipe["exclude_styles"] == ["flat"] and recipe["degrade"] == 0.5 and recipe["restyle"] == 0.4
     assert recipe["closeup"] == 0.2 and recipe["closeup_largest"] == 0.85
+    assert recipe["restyle_ops"] == ["outline", "silhouette"]
 
 
 def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):
@@ -248,6 +250,11 @@ def test_an_unknown_style_to_leave_out_is_a_clear_error(tmp_path):
 def test_a_degrade_or_restyle_share_outside_0_1_is_a_clear_error(tmp_path, name):
     r = run_cli("train", "--data", tmp_path, "--out", tmp_path / "m.safetensors", f"--{name}", "1.5")
     assert r.returncode == 2 and f"{name} is a probability" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unknown_restyle_op_is_a_clear_error(tmp_path):
+    r = run_cli("train", "--data", tmp_path, "--out", tmp_path / "m.safetensors", "--restyle-ops", "outline,oil")
+    assert r.returncode == 2 and "got 'oil'" in r.stderr and "silhouette" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_the_output_stride_and_cam_map_options_reach_the_checkpoint_and_a_wrong_stride_is_a_clear_error(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from posture.imagedata import (CLOSEUP_SHARE, LEGACY_CLOSEUP_LARGEST, RESTYLE_OPS, Augment, ImageDataset, Item,
+from posture.imagedata import (CLOSEUP_SHARE, LEGACY_CLOSEUP_LARGEST, RESTYLE_OPS, RESTYLE_OPS_ALL, Augment, ImageDataset, Item,
                                annotate, augment_image, closeup_crop, degrade_image, restyle_image, square_box)
 from posture.labels import Annotation
 
@@ -155,7 +155,7 @@ def _figure_extent(img: Image.Image) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-@pytest.mark.parametrize("op", RESTYLE_OPS)
+@pytest.mark.parametrize("op", RESTYLE_OPS_ALL)
 def test_restyling_changes_the_drawing_but_keeps_the_figure_where_it_was(op):
     arr = np.full((64, 64, 3), 100, dtype=np.uint8)
     arr[20:50, 24:40] = (230, 200, 170)  # a light figure on a mid-grey ground
@@ -167,6 +167,56 @@ def test_restyling_changes_the_drawing_but_keeps_the_figure_where_it_was(op):
     assert _figure_extent(out) == pytest.approx((24, 20, 40, 50), abs=1)
     again = restyle_image(img, np.random.default_rng(0), op)
     assert np.array_equal(np.asarray(out), np.asarray(again))
+
+
+def test_otsus_threshold_splits_two_tones_between_them_whatever_their_shares():
+    from posture.imagedata import otsu_threshold
+
+    for dark_share in (0.05, 0.5, 0.9):
+        grey = np.full(1000, 200, dtype=np.uint8)
+        grey[: int(1000 * dark_share)] = 60
+        assert 60 <= otsu_threshold(grey) < 200
+    three = np.repeat(np.array([40, 100, 205], dtype=np.uint8), [32, 3616, 448])  # a small dark mark, ground, figure
+    assert 100 <= otsu_threshold(three) < 205  # the figure splits from the ground, not the mark
+
+
+def test_a_silhouette_is_the_figure_in_one_flat_colour_on_the_other_without_its_small_marks():
+    arr = np.full((64, 64, 3), (200, 215, 230), dtype=np.uint8)  # a light sky
+    arr[12:56, 24:40] = (90, 60, 50)  # a dark figure
+    arr[18:20, 34:36] = 250  # with a light eye and an ear mark
+    arr[20:22, 28:30] = (200, 160, 140)
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        out = np.asarray(restyle_image(Image.fromarray(arr), rng, "silhouette"))
+        colours = np.unique(out.reshape(-1, 3), axis=0)
+        assert len(colours) == 2 and colours.max(axis=1).min() < 110 and colours.min(axis=1).max() >= 146
+        figure, ground = out[13:55, 25:39], np.concatenate([out[:, :20], out[:, 44:]], axis=1)
+        assert (figure == figure[0, 0]).all() and (ground == ground[0, 0]).all()  # the marks are gone
+        assert not np.array_equal(figure[0, 0], ground[0, 0])
+
+
+def test_restyle_draws_only_from_the_ops_asked_for_and_silhouette_only_when_asked():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    assert "silhouette" not in RESTYLE_OPS and Augment().restyle_ops == RESTYLE_OPS
+    inverted = np.asarray(restyle_image(img, np.random.default_rng(1), "invert"))
+    for seed in range(5):
+        assert np.array_equal(np.asarray(restyle_image(img, np.random.default_rng(seed), ops=("invert",))), inverted)
+        assert len(np.unique(np.asarray(restyle_image(img, np.random.default_rng(seed), ops=("silhouette",)))
+                             .reshape(-1, 3), axis=0)) == 2
+
+
+def test_the_restyle_ops_reach_the_augmentation_and_an_unknown_or_empty_list_is_a_clear_error():
+    from posture.errors import UsageError
+    from posture.train import TrainConfig
+
+    assert TrainConfig(arch="resnet14").augmentation().restyle_ops == RESTYLE_OPS
+    cfg = TrainConfig(arch="resnet14", restyle=0.3, restyle_ops=["outline", "silhouette"])  # as a checkpoint's JSON holds it
+    assert cfg.augmentation().restyle_ops == ("outline", "silhouette")
+    assert cfg.resolved().restyle_ops == ("outline", "silhouette")
+    with pytest.raises(UsageError, match="got 'oil'"):
+        TrainConfig(arch="resnet14", restyle_ops=("outline", "oil")).resolved()
+    with pytest.raises(UsageError, match="got none"):
+        TrainConfig(arch="resnet14", restyle_ops=()).resolved()
 
 
 def _three_tone_picture(path: Path) -> Path:
