@@ -110,7 +110,7 @@ class Augment:
     grey: float = 0.1  # probability of dropping the colour
     degrade: float = 0.0  # probability of a low-quality capture (`degrade_image`)
     restyle: float = 0.0  # probability of a change of drawing style (`restyle_image`)
-    restyle_ops: tuple[str, ...] = RESTYLE_OPS  # the styles drawn from, each as likely
+    restyle_ops: tuple[str, ...] = RESTYLE_OPS  # the ops `restyle_image` draws from, each as likely
     closeup: float = 0.0  # probability of a head-and-shoulders close-up (`closeup_crop`; pictures with a box)
     closeup_largest: float = CLOSEUP_SHARE[1]  # a close-up's largest box share (`closeup_crop`)
 
