@@ -1,11 +1,12 @@
 """Which restyle ops of a `--gate-restyle` gate take which pictures for familiar.
 
 A gate fitted with restyled views (`python -m posture gate MODEL --data data/train --restyle --out
-OUT`) has one group per restyle op beside the styles' groups. This keeps the styles' groups and a
-subset of the op groups (none, each op alone, all but each op, all), sets the threshold again at
-the same quantile of the validation side views (plain, and drawn by the kept ops), and counts,
-from the picture alone, the test set's side views flagged per style, its pictures without a side
-view flagged, and the real photographs without a person flagged (`real_photos.py`).
+OUT`) has one group per restyle op it was trained with (`--restyle-ops`; by default the seven)
+beside the styles' groups. This keeps the styles' groups and a subset of the op groups (none, each
+op alone, all but each op, all), sets the threshold again at the same quantile of the validation
+side views (plain, and drawn by the kept ops), and counts, from the picture alone, the test set's
+side views flagged per style, its pictures without a side view flagged, and the real photographs
+without a person flagged (`real_photos.py`).
 
     python examples/gate_restyle_ops.py OUT --data data/train --test data/test \
         --wheel /tmp/wheels/scikit_image-*.whl
@@ -32,7 +33,7 @@ def main() -> None:
     from posture.checkpoints import load_checkpoint
     from posture.evaluate import folder_items
     from posture.fit import extract_features
-    from posture.imagedata import RESTYLE_OPS, ImageDataset, Item
+    from posture.imagedata import ImageDataset, Item
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model", help="a checkpoint whose gate was fitted with restyled views")
@@ -46,7 +47,8 @@ def main() -> None:
     names = info.train_config.get("gate", {}).get("groups", [])
     if not any(n.startswith("restyled-") for n in names):
         raise SystemExit(f"{args.model}'s gate has no restyled groups; fit it with `posture gate --restyle`")
-    val = [it for it in recorded_split(info, args.data, args.model)[1][1] if it.side_view]
+    cfg, (_, val) = recorded_split(info, args.data, args.model)
+    val = [it for it in val if it.side_view]
     test, _ = folder_items(args.test)
     with tempfile.TemporaryDirectory() as tmp:
         photos = [path for paths in gather(Path(tmp), args.wheel).values() for path in paths]
@@ -55,15 +57,16 @@ def main() -> None:
             return extract_features(model, ds, args.batch_size)
 
         size = info.input_size
-        restyled = RestyledView(ImageDataset(val, size))
+        restyled = RestyledView(ImageDataset(val, size), cfg.restyle_ops)
         f_val, f_restyled = features(ImageDataset(val, size)), features(restyled)
         f_test, f_photos = features(ImageDataset(test, size)), features(ImageDataset([Item(q, -1) for q in photos], size))
     gate, head = model.heads["gate"], model.heads["side_view"]
     with torch.inference_mode():
         head_test, head_photos = head(f_test)[:, 0] < 0, head(f_photos)[:, 0] < 0
 
-    subsets = {"none": [], **{op: [op] for op in RESTYLE_OPS},
-               **{f"all but {op}": [o for o in RESTYLE_OPS if o != op] for op in RESTYLE_OPS}, "all": list(RESTYLE_OPS)}
+    known = restyled.ops
+    subsets = {"none": [], **{op: [op] for op in known},
+               **{f"all but {op}": [o for o in known if o != op] for op in known}, "all": list(known)}
     for label, ops in subsets.items():
         kept = copy.deepcopy(gate)
         groups = [i for i, n in enumerate(names) if not n.startswith("restyled-") or n[len("restyled-"):] in ops]

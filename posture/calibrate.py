@@ -13,7 +13,7 @@ import copy
 import math
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,16 +79,17 @@ RESTYLE_SEED = 11  # and its restyled views
 
 class RestyledView(ImageDataset):
     """Pictures each drawn otherwise by one restyle op (`posture.imagedata.restyle_image`), the
-    ops taken in turn: picture i by `RESTYLE_OPS[i % 7]`, the same on every fit."""
+    ops taken in turn: picture i by `ops[i % len(ops)]` (by default the seven `RESTYLE_OPS`), the
+    same on every fit."""
 
-    def __init__(self, base: ImageDataset) -> None:
+    def __init__(self, base: ImageDataset, ops: Sequence[str] = RESTYLE_OPS) -> None:
         super().__init__(base.items, base.size, base.mean, base.std)
+        self.ops = tuple(ops)
         if base.squares is not None:
             self.preload(squares=base.squares)
 
-    @staticmethod
-    def op(index: int) -> str:
-        return RESTYLE_OPS[index % len(RESTYLE_OPS)]
+    def op(self, index: int) -> str:
+        return self.ops[index % len(self.ops)]
 
     def load_square(self, index: int) -> Image.Image:
         rng = np.random.default_rng([RESTYLE_SEED, index])
@@ -97,7 +98,8 @@ class RestyledView(ImageDataset):
 
 def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, batch_size: int,
               workers: int = 0, device: torch.device | str | None = None,
-              closeup: float | None = None, restyle: bool = False) -> dict[str, Any]:
+              closeup: float | None = None, restyle: bool = False,
+              restyle_ops: Sequence[str] = RESTYLE_OPS) -> dict[str, Any]:
     """Fit the side-view flag's familiarity gate (`posture.gate`) on the training side views' features,
     its threshold on the validation side views'; returns what was fitted (for the checkpoint).
     The features are computed on `device` (default: where the model is), the gate fitted on the CPU;
@@ -109,8 +111,9 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     view with a head-and-neck box is also seen once as a close-up (`posture.imagedata.closeup_crop`),
     in its style's group, for the fit and for the threshold: the gate then knows the close-ups the
     model was trained on. With `restyle` (`--gate-restyle`), every side view is also
-    seen once drawn otherwise (`RestyledView`), each restyle op a group of its own ("restyled-outline"
-    ...): the gate then knows the restyled pictures too, whose looks no single style spans."""
+    seen once drawn otherwise (`RestyledView`, by `restyle_ops` in turn: the ops the model was
+    trained with), each op a group of its own ("restyled-outline" ...): the gate then knows the
+    restyled pictures too, whose looks no single style spans."""
     def side_views(ds: ImageDataset, close: bool) -> ImageDataset:
         keep = [i for i, it in enumerate(ds.items) if it.side_view and (not close or it.has_box)]
         view = ds.subset(keep)
@@ -126,9 +129,9 @@ def fit_gate_(model: PostureNet, train_ds: ImageDataset, val_ds: ImageDataset, b
     styles = [it.style for ds in fit_on for it in ds.items]
     if restyle:
         plain = fit_on[0]
-        fit_on.append(RestyledView(plain))
-        held.append(RestyledView(held[0]))
-        styles = [s or "unstyled" for s in styles] + [f"restyled-{RestyledView.op(i)}" for i in range(len(plain))]
+        fit_on.append(RestyledView(plain, restyle_ops))
+        held.append(RestyledView(held[0], restyle_ops))
+        styles = [s or "unstyled" for s in styles] + [f"restyled-{fit_on[-1].op(i)}" for i in range(len(plain))]
     home = next(model.parameters()).device
     try:
         model.to(device or home)
@@ -191,7 +194,8 @@ def refit_gate(checkpoint: str | Path, data: str | Path, out: str | Path,
     say(f"fitting the gate on {sum(it.side_view for it in train_items)} side views{also}")
     size = info.input_size
     info.train_config["gate"] = fit_gate_(model, ImageDataset(train_items, size), ImageDataset(val_items, size),
-                                          cfg.batch_size, closeup=closeup, restyle=restyle)
+                                          cfg.batch_size, closeup=closeup, restyle=restyle,
+                                          restyle_ops=cfg.restyle_ops)
     info.train_config["gate_restyle"] = restyle
     info.heads = model.head_names
     say(f"evaluating on the {len(val_items)} validation pictures")

@@ -302,7 +302,7 @@ def train(
         emit(TrainEvent("phase", epochs=cfg.epochs, message="fitting the side-view flag's familiarity gate"))
         info.train_config["gate"] = fit_gate_(model, train_ds, val_ds, cfg.batch_size, cfg.workers, device,
                                               closeup=cfg.closeup_largest if cfg.closeup > 0 else None,
-                                              restyle=cfg.gate_restyle)
+                                              restyle=cfg.gate_restyle, restyle_ops=cfg.restyle_ops)
         info.heads = model.head_names
     emit(TrainEvent("phase", epochs=cfg.epochs, message="evaluating the best epoch on the validation set"))
     report = evaluate_items(Predictor(copy.deepcopy(model), info), val_items, names,

@@ -350,6 +350,9 @@ def test_restyled_views_draw_each_picture_by_one_op_in_turn(synth_set):
         assert np.array_equal(drawn, np.asarray(view.load_square(i)))  # the same view on every fit
     base.preload()
     assert np.array_equal(np.asarray(RestyledView(base).load_square(6)), np.asarray(view.load_square(6)))
+    two = RestyledView(base, ["silhouette", "outline"])
+    assert [two.op(i) for i in range(4)] == ["silhouette", "outline", "silhouette", "outline"]
+    assert len(np.unique(np.asarray(two.load_square(0)).reshape(-1, 3), axis=0)) == 2  # two flat colours
 
 
 def test_a_gate_fitted_on_restyled_views_has_a_group_per_op_and_knows_them(synth_set, tmp_path, monkeypatch):
@@ -380,3 +383,16 @@ def test_a_gate_fitted_on_restyled_views_has_a_group_per_op_and_knows_them(synth
         return logits[[i for i in range(len(view)) if view.op(i) == "outline"]]
 
     assert familiarity(tmp_path / "r.safetensors").mean() > familiarity(tmp_path / "plain.safetensors").mean()
+
+
+def test_a_restyled_gate_learns_the_ops_the_model_was_trained_with(synth_set, tmp_path, monkeypatch):
+    from posture import calibrate
+
+    monkeypatch.setattr(calibrate, "MIN_GROUP", 1)
+    side = [it for it in _train_items(synth_set) if it.side_view]
+    cfg = replace(_tiny(epochs=1), restyle=0.5, restyle_ops=("outline", "silhouette"), gate_restyle=True)
+    train(synth_set, cfg, out=tmp_path / "r.safetensors")
+    gate = read_info(tmp_path / "r.safetensors").train_config["gate"]
+    assert gate["groups"] == sorted({it.style for it in side} | {"restyled-outline", "restyled-silhouette"})
+    calibrate.refit_gate(tmp_path / "r.safetensors", synth_set, tmp_path / "again.safetensors")
+    assert read_info(tmp_path / "again.safetensors").train_config["gate"]["groups"] == gate["groups"]
